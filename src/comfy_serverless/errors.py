@@ -1,0 +1,124 @@
+"""The one exception hierarchy of comfy-serverless.
+
+Callers catch precisely: ``WorkflowError`` means "fix your workflow",
+``ComfyUnavailableError`` means "the worker is unhealthy", ``JobInputError``
+means "fix the job payload". Every error carries the facts a user needs to act
+(file and key, node id and class, the tail of a log) in its message, and the
+structured version of those facts in ``details`` for machine consumers.
+
+    ComfyServerlessError
+    ├── ConfigError
+    ├── ConnectorStateError
+    ├── ComfyStartError
+    ├── ComfyUnavailableError
+    ├── BrowserError
+    ├── WorkflowError
+    │   ├── UnknownNodeTypesError
+    │   └── ConversionError
+    ├── PromptValidationError
+    ├── ExecutionError
+    ├── ExecutionInterruptedError
+    ├── ConversionTimeoutError   (also a TimeoutError)
+    ├── RunTimeoutError          (also a TimeoutError)
+    ├── JobInputError
+    ├── InputFetchError
+    └── StorageError
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComfyServerlessError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe form for job results: the one-line message plus the details."""
+        return {"error": self.message, "error_type": type(self).__name__, **self.details}
+
+
+class ConfigError(ComfyServerlessError):
+    """The configuration file or an environment variable is missing, unknown or of the wrong type."""
+
+
+class ConnectorStateError(ComfyServerlessError):
+    """The connector was used before it was ready, or after ``kill_api()``."""
+
+
+class ComfyStartError(ComfyServerlessError):
+    """ComfyUI could not be started: it exited during boot, or did not answer within the budget."""
+
+
+class ComfyUnavailableError(ComfyServerlessError):
+    """ComfyUI stopped answering (crashed, killed) while the worker needed it."""
+
+
+class BrowserError(ComfyServerlessError):
+    """Chromium could not be found, launched, or could not load ComfyUI's frontend."""
+
+
+class WorkflowError(ComfyServerlessError):
+    """The workflow is not a valid ComfyUI workflow (neither UI nor API format, bad JSON, bad graph)."""
+
+
+class UnknownNodeTypesError(WorkflowError):
+    """The workflow uses node types this ComfyUI does not have (custom nodes not installed)."""
+
+    def __init__(self, node_types: list[str], **details: Any) -> None:
+        names = ", ".join(sorted(node_types))
+        super().__init__(
+            f"the workflow uses node types this ComfyUI does not know: {names} "
+            "(install the custom nodes that provide them, or remove those nodes)",
+            unknown_node_types=sorted(node_types),
+            **details,
+        )
+        self.node_types = sorted(node_types)
+
+
+class ConversionError(WorkflowError):
+    """The frontend could not turn a UI-format workflow into an API prompt."""
+
+
+class PromptValidationError(ComfyServerlessError):
+    """ComfyUI refused the prompt (HTTP 400) or dropped some of its outputs (``node_errors`` on a 200)."""
+
+
+class ExecutionError(ComfyServerlessError):
+    """A node raised while ComfyUI executed the prompt (``execution_error``)."""
+
+
+class ExecutionInterruptedError(ComfyServerlessError):
+    """The prompt was interrupted (``execution_interrupted``), by a timeout, a cancel or a user."""
+
+
+class ConversionTimeoutError(ComfyServerlessError, TimeoutError):
+    """Every conversion attempt ran out of time, page and browser restarts included."""
+
+
+class RunTimeoutError(ComfyServerlessError, TimeoutError):
+    """The prompt did not finish within its timeout; it was interrupted."""
+
+
+class JobInputError(ComfyServerlessError):
+    """The job payload is invalid. ``details["problems"]`` lists each problem with its field path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        count = len(problems)
+        head = "; ".join(problems[:10]) + ("; …" if count > 10 else "")
+        super().__init__(f"invalid job input ({count} problem{'s' if count != 1 else ''}): {head}",
+                         problems=problems)
+        self.problems = problems
+
+
+class InputFetchError(ComfyServerlessError):
+    """A job input (S3 object, URL, base64 data) could not be fetched; the message names the input."""
+
+
+class StorageError(ComfyServerlessError):
+    """S3 is misconfigured, or an upload to it failed."""

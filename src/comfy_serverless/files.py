@@ -1,0 +1,148 @@
+"""Placing files into ComfyUI's folders safely, and removing the ones a job left.
+
+Every name that reaches the disk is checked here, because job payloads are
+untrusted: a name or subfolder must stay inside the folder it targets (no
+``..``, no absolute path, no NUL byte, no symlink leading out). Files placed for
+one job are tracked as *ephemeral* so that the job's cleanup, and ``kill_api()``,
+remove exactly them and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+FOLDER_TYPES = ("input", "output", "temp", "models")
+
+
+def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | None:
+    """Why ``value`` is not a safe relative path, or ``None`` if it is.
+
+    Shared by the job schema (to reject bad names before anything runs) and by
+    :func:`resolve_inside` (the last line of defence at the disk).
+    """
+    if not isinstance(value, str):
+        return "must be a string"
+    if not value:
+        return "must not be empty"
+    if "\x00" in value:
+        return "must not contain a NUL byte"
+    if "\\" in value:
+        return "must use '/' as separator, not '\\'"
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        return "must be a relative path, not an absolute one"
+    if any(part == ".." for part in path.parts):
+        return "must not contain '..'"
+    if not allow_nested and len(path.parts) != 1:
+        return "must be a plain file name without '/'"
+    if len(value.encode("utf-8")) > 1024 or any(len(part.encode("utf-8")) > 255 for part in path.parts):
+        return "is too long"
+    return None
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """``root / relative``, guaranteed (after resolving symlinks) to stay inside ``root``."""
+    problem = relative_path_problem(relative)
+    if problem:
+        raise ValueError(f"path {relative!r} {problem}")
+    root_resolved = root.resolve()
+    candidate = (root_resolved / relative).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise ValueError(f"path {relative!r} escapes {root} (through a symlink)")
+    return candidate
+
+
+def unique_destination(directory: Path, name: str) -> Path:
+    """The first of ``name``, ``stem (1).ext``, ``stem (2).ext`` … that does not exist yet.
+
+    The same naming ComfyUI's own upload route uses, so users see familiar names.
+    """
+    candidate = directory / name
+    stem, suffix = os.path.splitext(name)
+    counter = 1
+    while candidate.exists() or candidate.is_symlink():
+        candidate = directory / f"{stem} ({counter}){suffix}"
+        counter += 1
+    return candidate
+
+
+async def copy_file(source: Path, destination: Path, *, overwrite: bool) -> Path:
+    """Copy in a worker thread (large models must not stall the event loop); never clobber unless asked.
+
+    Without ``overwrite`` the file is created with O_EXCL, so two concurrent
+    copies to the same name cannot both win: the loser picks the next free name.
+    """
+    def _copy() -> Path:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        target = destination
+        while True:
+            if overwrite:
+                tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+                return target
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                target = unique_destination(target.parent, target.name)
+                continue
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            return target
+
+    return await asyncio.to_thread(_copy)
+
+
+class EphemeralFiles:
+    """The set of files (and the folders created for them) that must vanish with a job or the worker."""
+
+    def __init__(self) -> None:
+        self._paths: set[Path] = set()
+
+    def add(self, path: Path) -> None:
+        self._paths.add(path)
+
+    def __contains__(self, path: Path) -> bool:
+        return path in self._paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def take(self, paths: Iterable[Path] | None = None) -> list[Path]:
+        """Remove and return the given tracked paths, or all of them."""
+        chosen = set(self._paths) if paths is None else {p for p in paths if p in self._paths}
+        self._paths -= chosen
+        return sorted(chosen, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_paths(paths: Iterable[Path], roots: Iterable[Path]) -> list[str]:
+    """Delete files and directories, then their parents that became empty, below one of ``roots``.
+
+    Returns the problems met instead of raising, so one undeletable file does
+    not keep the rest of a job's files on disk.
+    """
+    problems: list[str] = []
+    root_set = {p.resolve() for p in roots}
+    parents: set[Path] = set()
+    for path in paths:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            parents.add(path.parent)
+        except OSError as exc:
+            problems.append(f"could not delete {path}: {exc}")
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        current = parent.resolve()
+        while any(root in current.parents for root in root_set):
+            try:
+                current.rmdir()
+            except OSError:
+                break
+            current = current.parent
+    return problems
