@@ -1,0 +1,245 @@
+"""Headless Chromium with ComfyUI's own frontend, used to turn UI workflows into API prompts.
+
+Only the real frontend converts faithfully: widget values, converted widgets,
+primitive/reroute/group nodes, subgraphs and custom nodes' JavaScript all take
+part in ``app.graphToPrompt()``. Loading that frontend costs seconds, so it is
+loaded once into a warm page and every conversion reuses it; ``clean=true``
+loads reset the graph, and a test proves that a conversion does not depend on
+what was converted before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import psutil
+from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from .config import Config
+from .errors import BrowserError, ConversionError, ConversionTimeoutError, UnknownNodeTypesError
+from .workflow import content_hash
+
+logger = logging.getLogger(__name__)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+
+# Settings ComfyUI's frontend reads at load: no template dialog for a "new user", and no
+# restoring of a previously open workflow (which could race our first conversion and
+# would otherwise write every converted workflow to localStorage).
+FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": False}
+
+_APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
+
+# Missing node types are found before loading: loadGraphData would silently replace
+# them with placeholders and graphToPrompt would drop them from the prompt.
+_CONVERT_JS = """
+async (workflow) => {
+  const registered = window.LiteGraph.registered_node_types;
+  const subgraphs = new Set(((workflow.definitions || {}).subgraphs || []).map((g) => g.id));
+  const graphs = [workflow, ...((workflow.definitions || {}).subgraphs || [])];
+  const missing = new Set();
+  for (const graph of graphs) {
+    for (const node of graph.nodes || []) {
+      if (node && typeof node.type === "string" && !(node.type in registered) && !subgraphs.has(node.type)) {
+        missing.add(node.type);
+      }
+    }
+  }
+  if (missing.size) return {missing: [...missing]};
+  await window.app.loadGraphData(workflow, true, true, null,
+    {showMissingNodesDialog: false, showMissingModelsDialog: false});
+  const {output} = await window.app.graphToPrompt();
+  return {output};
+}
+"""
+
+
+def find_chromium(config: Config, playwright: Playwright) -> str:
+    """CHROMIUM_EXECUTABLE, else Playwright's installed browser, else ``chromium`` on PATH; never a download."""
+    tried: list[str] = []
+    if config.chromium_executable:
+        if os.access(config.chromium_executable, os.X_OK):
+            return config.chromium_executable
+        raise BrowserError(f"CHROMIUM_EXECUTABLE {config.chromium_executable} is not an executable file")
+    bundled = playwright.chromium.executable_path
+    if bundled and os.access(bundled, os.X_OK):
+        return bundled
+    tried.append(f"Playwright's browser ({bundled or 'none installed'})")
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+        tried.append(f"{name} on PATH")
+    raise BrowserError("no Chromium found; tried " + ", ".join(tried) +
+                       ". Install one (`playwright install chromium` at build time, or the `chromium` "
+                       "package) or set CHROMIUM_EXECUTABLE")
+
+
+class FrontendConverter:
+    """A warm page of ComfyUI's frontend that converts UI workflows, with a bounded cache."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._page: Page | None = None
+        self._server_address: str | None = None
+        self._lock = asyncio.Lock()
+        self._cache: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._chromium_pids: set[int] = set()
+
+    @property
+    def healthy(self) -> bool:
+        return (self._browser is not None and self._browser.is_connected()
+                and self._page is not None and not self._page.is_closed())
+
+    async def launch(self) -> None:
+        """Start Chromium. Independent of ComfyUI, so it runs while ComfyUI boots."""
+        if self._playwright is None:
+            self._playwright = await async_playwright().start()
+        executable = find_chromium(self._config, self._playwright)
+        before = _chromium_processes()
+        try:
+            self._browser = await self._playwright.chromium.launch(
+                executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        except PlaywrightError as exc:
+            raise BrowserError(f"Chromium ({executable}) failed to start: {exc.message.splitlines()[0]}") from None
+        self._chromium_pids = _chromium_processes() - before
+        logger.info("Chromium %s started (%s)", self._browser.version, executable)
+
+    async def load(self, server_address: str) -> None:
+        """Open ComfyUI's frontend in a fresh page and wait until it can convert."""
+        self._server_address = server_address
+        if self._browser is None or not self._browser.is_connected():
+            await self.launch()
+        assert self._browser is not None
+        if self._page is not None and not self._page.is_closed():
+            await self._page.close()
+        page = await self._browser.new_page()
+        page.on("pageerror", lambda error: logger.debug("frontend page error: %s", error))
+        timeout_ms = self._config.frontend_load_timeout_s * 1000
+        try:
+            await page.goto(server_address, wait_until="domcontentloaded", timeout=timeout_ms)
+            await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
+        except PlaywrightError as exc:
+            await page.close()
+            raise BrowserError(f"ComfyUI's frontend did not load from {server_address}: "
+                               f"{exc.message.splitlines()[0]}") from None
+        self._page = page
+
+    async def convert(self, workflow: dict[str, Any]) -> dict[str, Any]:
+        """The API prompt for a UI workflow (a fresh copy; callers may modify it)."""
+        key = content_hash(workflow)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return copy.deepcopy(cached)
+        async with self._lock:
+            prompt = await self._convert_with_retries(workflow)
+        self._cache[key] = prompt
+        while len(self._cache) > self._config.conversion_cache_size:
+            self._cache.popitem(last=False)
+        return copy.deepcopy(prompt)
+
+    async def _convert_with_retries(self, workflow: dict[str, Any]) -> dict[str, Any]:
+        attempts = self._config.convert_attempts
+        last_error: Exception | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                if attempt > 1 or not self.healthy:
+                    await self._recover(restart_browser=attempt > 2 or not self.healthy)
+                return await self._convert_once(workflow)
+            except (UnknownNodeTypesError, ConversionError):
+                raise
+            except (asyncio.TimeoutError, PlaywrightError, BrowserError) as exc:
+                last_error = exc
+                logger.warning("conversion attempt %d/%d failed: %r", attempt, attempts, exc)
+        if isinstance(last_error, asyncio.TimeoutError):
+            raise ConversionTimeoutError(
+                f"converting the workflow timed out {attempts} times (CONVERT_TIMEOUT_S="
+                f"{self._config.convert_timeout_s:g}), the page and browser restarted in between")
+        raise BrowserError(f"converting the workflow failed {attempts} times; last error: {last_error}")
+
+    async def _convert_once(self, workflow: dict[str, Any]) -> dict[str, Any]:
+        assert self._page is not None
+        try:
+            result = await asyncio.wait_for(self._page.evaluate(_CONVERT_JS, workflow),
+                                            self._config.convert_timeout_s)
+        except PlaywrightError as exc:
+            if self._page.is_closed() or not self.healthy:
+                raise
+            raise ConversionError(f"ComfyUI's frontend could not convert the workflow: "
+                                  f"{exc.message.splitlines()[0]}") from None
+        if result.get("missing"):
+            raise UnknownNodeTypesError(result["missing"])
+        output = result.get("output")
+        if not output:
+            raise ConversionError("the workflow converted to an empty prompt (no executable nodes: are they all "
+                                  "muted, bypassed or virtual?)")
+        return output
+
+    async def _recover(self, *, restart_browser: bool) -> None:
+        if self._server_address is None:
+            raise BrowserError("the frontend was never loaded")
+        if restart_browser:
+            logger.warning("restarting Chromium")
+            await self._close_browser()
+        await self.load(self._server_address)
+
+    async def _close_browser(self) -> None:
+        browser, self._browser, self._page = self._browser, None, None
+        if browser is not None:
+            try:
+                await asyncio.wait_for(browser.close(), 10)
+            except (asyncio.TimeoutError, PlaywrightError):
+                pass
+        self.kill_sync()
+
+    async def close(self) -> None:
+        await self._close_browser()
+        if self._playwright is not None:
+            playwright, self._playwright = self._playwright, None
+            try:
+                await asyncio.wait_for(playwright.stop(), 10)
+            except (asyncio.TimeoutError, PlaywrightError):
+                pass
+
+    def kill_sync(self) -> None:
+        """Force-kill the Chromium processes this converter started, and only those."""
+        victims: list[psutil.Process] = []
+        for pid in self._chromium_pids:
+            try:
+                process = psutil.Process(pid)
+                victims.extend([process, *process.children(recursive=True)])
+            except psutil.Error:
+                continue
+        for process in victims:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(victims, timeout=3)
+        self._chromium_pids.clear()
+
+
+def _chromium_processes() -> set[int]:
+    """Chromium processes below this process (Playwright's driver starts them as its children)."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in Path(child.exe()).name.lower() or "chrom" in child.name().lower():
+                pids.add(child.pid)
+        except psutil.Error:
+            continue
+    return pids

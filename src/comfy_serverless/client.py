@@ -1,0 +1,354 @@
+"""Talking to ComfyUI: HTTP calls, one persistent websocket, and following a prompt to its end.
+
+Rules from ComfyUI's protocol (see comfyui-protocol.md) that shape this module:
+
+* The websocket is opened, with our ``clientId``, *before* the prompt is queued,
+  and the prompt carries that ``client_id``: otherwise its events are never sent.
+* We choose the ``prompt_id`` ourselves, so events that arrive before the
+  ``POST /prompt`` response are not lost.
+* A prompt is finished on ``executing`` with ``node: null`` and our prompt id:
+  the history entry is written by then (``execution_success`` races it).
+* Messages can be lost (socket dropped, ComfyUI busy): after a reconnect, and
+  after a few seconds of silence, ``GET /history/{id}`` settles the question, so
+  a lost completion message never hangs a run.
+* Reconnecting with the same ``clientId`` while the old socket is open leaves the
+  new one deaf, so the old one is closed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .errors import (
+    ComfyServerlessError,
+    ComfyUnavailableError,
+    ExecutionError,
+    ExecutionInterruptedError,
+    PromptValidationError,
+    RunTimeoutError,
+)
+from .events import Progress, ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+#: Seconds without any message for our prompt after which history is checked.
+SILENCE_CHECK_S = 3.0
+#: Seconds spent trying to reopen a dropped websocket before giving up.
+RECONNECT_BUDGET_S = 5.0
+
+_SOCKET_CLOSED = object()
+
+
+class ComfyClient:
+    """HTTP and websocket client for one ComfyUI server."""
+
+    def __init__(self, base_url: str, *, http_timeout_s: float, is_alive: Callable[[], bool],
+                 describe_exit: Callable[[], str]) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_id = uuid.uuid4().hex
+        self._http_timeout = aiohttp.ClientTimeout(total=http_timeout_s)
+        self._is_alive = is_alive
+        self._describe_exit = describe_exit
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watches: dict[str, asyncio.Queue[Any]] = {}
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._http_timeout)
+        return self._session
+
+    @property
+    def socket_open(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    async def close(self) -> None:
+        await self._close_socket()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request; ``(status, parsed JSON or text)``. Connection failures mean ComfyUI is gone."""
+        try:
+            async with self.session.request(method, self.base_url + path, json=body) as response:
+                text = await response.text()
+                try:
+                    return response.status, json.loads(text) if text else None
+                except json.JSONDecodeError:
+                    return response.status, text
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._unavailable(f"{method} {path} failed: {exc!r}") from None
+
+    async def get_json(self, path: str) -> Any:
+        status, body = await self.request("GET", path)
+        if status != 200:
+            raise ComfyServerlessError(f"ComfyUI answered GET {path} with HTTP {status}: {str(body)[:300]}")
+        return body
+
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The history entry of ``prompt_id``, or ``None`` while it has not finished."""
+        body = await self.get_json(f"/history/{prompt_id}")
+        return body.get(prompt_id) if isinstance(body, dict) else None
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """Stop ``prompt_id`` whether it runs or waits: interrupt it and take it off the queue."""
+        await self.request("POST", "/interrupt", {"prompt_id": prompt_id})
+        await self.request("POST", "/queue", {"delete": [prompt_id]})
+
+    async def queue_prompt(self, prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any]) -> None:
+        body = {"prompt": prompt, "prompt_id": prompt_id, "client_id": self.client_id, "extra_data": extra_data}
+        status, answer = await self.request("POST", "/prompt", body)
+        if status == 200 and isinstance(answer, dict):
+            if answer.get("node_errors"):
+                # ComfyUI queued the valid outputs only; a half-run job is worse than a clear failure.
+                await self.interrupt(prompt_id)
+                raise validation_error({"error": {"type": "prompt_outputs_failed_validation",
+                                                  "message": "Some outputs failed validation and were dropped"},
+                                        "node_errors": answer["node_errors"]})
+            return
+        if isinstance(answer, dict):
+            raise validation_error(answer)
+        raise PromptValidationError(f"ComfyUI could not accept the prompt (HTTP {status}): {str(answer)[:300]}",
+                                    http_status=status)
+
+    # --- websocket ----------------------------------------------------------------------------
+    async def connect_socket(self) -> None:
+        """(Re)open the websocket; the old socket is closed first (see the module docstring)."""
+        await self._close_socket()
+        try:
+            self._ws = await self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._unavailable(f"websocket connection failed: {exc!r}") from None
+        self._reader = asyncio.create_task(self._read(self._ws), name="comfy-ws-reader")
+
+    async def _close_socket(self) -> None:
+        reader, ws = self._reader, self._ws
+        self._reader, self._ws = None, None
+        if ws is not None:
+            await ws.close()
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue  # binary previews carry no prompt id
+                try:
+                    event = json.loads(message.data)
+                except json.JSONDecodeError:
+                    continue
+                data = event.get("data")
+                prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+                watch = self._watches.get(prompt_id) if prompt_id else None
+                if watch is not None:
+                    watch.put_nowait(event)
+        finally:
+            if self._ws is ws:
+                for watch in self._watches.values():
+                    watch.put_nowait(_SOCKET_CLOSED)
+
+    async def _reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_BUDGET_S
+        while True:
+            if not self._is_alive():
+                raise self._unavailable("the websocket closed")
+            try:
+                await self.connect_socket()
+                return
+            except ComfyUnavailableError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def _unavailable(self, what: str) -> ComfyUnavailableError:
+        if not self._is_alive():
+            return ComfyUnavailableError(f"ComfyUI is not running ({self._describe_exit()}); {what}")
+        return ComfyUnavailableError(f"ComfyUI at {self.base_url} is not reachable: {what}")
+
+    # --- running a prompt ---------------------------------------------------------------------
+    async def run_prompt(self, prompt: dict[str, Any], *, extra_data: dict[str, Any], timeout_s: float,
+                         interrupt_grace_s: float, progress: ProgressCallback | None = None) -> dict[str, Any]:
+        """Queue ``prompt`` and follow it to its end; returns ``{prompt_id: history_entry}``.
+
+        Raises PromptValidationError, ExecutionError, ExecutionInterruptedError,
+        RunTimeoutError (``details["stuck"]`` tells whether ComfyUI ignored the
+        interrupt) or ComfyUnavailableError. A cancelled run interrupts ComfyUI.
+        """
+        prompt_id = str(uuid.uuid4())
+        watch: asyncio.Queue[Any] = asyncio.Queue()
+        self._watches[prompt_id] = watch
+        tracker = _ProgressTracker(prompt_id, len(prompt), progress)
+        try:
+            if not self.socket_open:
+                await self.connect_socket()
+            await self.queue_prompt(prompt, prompt_id, extra_data)
+            try:
+                entry = await asyncio.wait_for(self._follow(prompt_id, watch, tracker), timeout_s)
+            except asyncio.TimeoutError:
+                stuck = not await self._stop_after_timeout(prompt_id, watch, interrupt_grace_s)
+                raise RunTimeoutError(
+                    f"the prompt did not finish within {timeout_s:g} s and was interrupted"
+                    + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
+                    prompt_id=prompt_id, timeout_s=timeout_s, stuck=stuck) from None
+            return {prompt_id: entry}
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(self.interrupt(prompt_id), interrupt_grace_s))
+            raise
+        finally:
+            del self._watches[prompt_id]
+
+    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _ProgressTracker) -> dict[str, Any]:
+        while True:
+            try:
+                event = await asyncio.wait_for(watch.get(), SILENCE_CHECK_S)
+            except asyncio.TimeoutError:
+                event = None
+            if event is None or event is _SOCKET_CLOSED:
+                if event is _SOCKET_CLOSED:
+                    logger.warning("websocket dropped while prompt %s ran; reconnecting", prompt_id)
+                    await self._reconnect()
+                elif not self._is_alive():
+                    raise self._unavailable(f"while prompt {prompt_id} ran")
+                entry = await self.history(prompt_id)
+                if entry is not None:
+                    return finished_entry(entry)
+                continue
+            kind, data = event.get("type"), event.get("data") or {}
+            if kind == "executing" and data.get("node") is None:
+                entry = await self.history(prompt_id)
+                if entry is None:  # cannot happen with a real ComfyUI; never trust it blindly
+                    raise ComfyServerlessError(f"prompt {prompt_id} finished but ComfyUI has no history for it")
+                return finished_entry(entry)
+            if kind == "execution_error":
+                raise execution_error(data)
+            if kind == "execution_interrupted":
+                raise interrupted_error(data)
+            await tracker.observe(kind, data)
+
+    async def _stop_after_timeout(self, prompt_id: str, watch: asyncio.Queue[Any], grace_s: float) -> bool:
+        """Interrupt ``prompt_id``; true if ComfyUI let go of it within ``grace_s``."""
+        async def stopped() -> None:
+            await self.interrupt(prompt_id)
+            while True:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    event = await asyncio.wait_for(watch.get(), 0.5)
+                    if event is not _SOCKET_CLOSED and event.get("type") in ("execution_interrupted",
+                                                                            "execution_error", "execution_success"):
+                        return
+                if await self.history(prompt_id) is not None:
+                    return
+                queue = await self.get_json("/queue")
+                if not any(item[1] == prompt_id for item in queue.get("queue_running", []) +
+                           queue.get("queue_pending", [])):
+                    return
+
+        try:
+            await asyncio.wait_for(stopped(), grace_s)
+            return True
+        except (asyncio.TimeoutError, ComfyServerlessError):
+            return False
+
+
+class _ProgressTracker:
+    """Turns ComfyUI's per-node messages into :class:`Progress` for the caller's callback."""
+
+    def __init__(self, prompt_id: str, nodes_total: int, callback: ProgressCallback | None) -> None:
+        self._prompt_id = prompt_id
+        self._total = nodes_total
+        self._callback = callback
+        self._done: set[str] = set()
+        self._current: str | None = None
+
+    async def observe(self, kind: str, data: dict[str, Any]) -> None:
+        if self._callback is None:
+            return
+        if kind == "execution_cached":
+            self._done.update(str(n) for n in data.get("nodes", []))
+            return
+        if kind == "executing":
+            if self._current is not None:
+                self._done.add(self._current)
+            self._current = str(data.get("node"))
+            await self._emit(self._current, 0, 1)
+        elif kind == "progress":
+            await self._emit(str(data.get("node")), float(data.get("value", 0)), float(data.get("max", 1)))
+
+    async def _emit(self, node: str, value: float, maximum: float) -> None:
+        event = Progress(self._prompt_id, node, value, maximum, len(self._done), self._total)
+        result = self._callback(event) if self._callback else None
+        if inspect.isawaitable(result):
+            await result
+
+
+def finished_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The history entry of a finished prompt, or the error it ended with."""
+    status = entry.get("status") or {}
+    if status.get("status_str") == "error":
+        for kind, data in reversed(status.get("messages") or []):
+            if kind == "execution_error":
+                raise execution_error(data)
+            if kind == "execution_interrupted":
+                raise interrupted_error(data)
+        raise ExecutionError("ComfyUI reports the prompt failed, without details", history=entry)
+    return entry
+
+
+def execution_error(data: dict[str, Any]) -> ExecutionError:
+    message = str(data.get("exception_message", "")).strip()
+    return ExecutionError(
+        f"node {data.get('node_id')} ({data.get('node_type')}) raised {data.get('exception_type')}: {message}",
+        node_id=data.get("node_id"), node_type=data.get("node_type"),
+        exception_type=data.get("exception_type"), exception_message=message,
+        traceback=data.get("traceback", []), prompt_id=data.get("prompt_id"))
+
+
+def interrupted_error(data: dict[str, Any]) -> ExecutionInterruptedError:
+    return ExecutionInterruptedError(
+        f"the prompt was interrupted at node {data.get('node_id')} ({data.get('node_type')})",
+        node_id=data.get("node_id"), node_type=data.get("node_type"), prompt_id=data.get("prompt_id"))
+
+
+def validation_error(answer: dict[str, Any]) -> PromptValidationError:
+    """ComfyUI's 400 body as one readable line naming node id, class and input, plus the raw details."""
+    error = answer.get("error") or {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    node_errors = answer.get("node_errors") or {}
+    items = node_errors.items() if isinstance(node_errors, dict) else enumerate(node_errors)
+    parts: list[str] = []
+    for node_id, node_error in items:
+        if not isinstance(node_error, dict):
+            parts.append(f"node {node_id}: {node_error}")
+            continue
+        class_type = node_error.get("class_type", "?")
+        for item in node_error.get("errors") or []:
+            input_name = (item.get("extra_info") or {}).get("input_name")
+            where = f"node {node_id} ({class_type})" + (f" input '{input_name}'" if input_name else "")
+            detail = item.get("details") or ""
+            parts.append(f"{where}: {item.get('message', 'invalid')}" + (f": {detail}" if detail else ""))
+    head = error.get("message") or "ComfyUI rejected the prompt"
+    detail = error.get("details")
+    message = head + (f" ({detail})" if detail else "") + ("; " + "; ".join(parts) if parts else "")
+    return PromptValidationError(message, comfy_error=error, node_errors=node_errors)

@@ -1,0 +1,408 @@
+"""``ComfyConnector``: the worker's one handle on ComfyUI and the browser, and their lifecycle.
+
+States: ``uninit → initializing → ready | error``, ``ready | error → killed``.
+One connector exists per process (an async singleton): a container is one
+worker, ComfyUI and Chromium are expensive, and every job shares them. The
+cleanup that ``kill_api()`` does also runs on SIGTERM/SIGINT and at interpreter
+exit, synchronously, so that no ComfyUI or Chromium outlives the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .browser import FRONTEND_SETTINGS, FrontendConverter
+from .client import ComfyClient
+from .config import Config
+from .errors import (
+    ComfyServerlessError,
+    ComfyStartError,
+    ComfyUnavailableError,
+    ConnectorStateError,
+    RunTimeoutError,
+    WorkflowError,
+)
+from .events import ConnectorState, ProgressCallback
+from .files import FOLDER_TYPES, EphemeralFiles, copy_file, remove_paths, resolve_inside
+from .process import ComfyFolders, ComfyProcess
+from .workflow import check_api_prompt, detect_format, mark_output_nodes, parse_workflow
+
+logger = logging.getLogger(__name__)
+
+
+class ComfyConnector:
+    """Boots ComfyUI and Chromium once, then converts and runs workflows for every job.
+
+    Use ``connector = await ComfyConnector.create(config_path)``; the constructor is private.
+    """
+
+    _instance: ClassVar[ComfyConnector | None] = None
+    _creating: ClassVar[asyncio.Task[ComfyConnector] | None] = None
+    _exit_hooks_installed: ClassVar[bool] = False
+
+    def __init__(self, config: Config, config_path: str | None) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._state = ConnectorState.UNINIT
+        self._error: BaseException | None = None
+        self.folders = ComfyFolders.from_config(config)
+        self._process = ComfyProcess(config)
+        self._converter = FrontendConverter(config)
+        self._client: ComfyClient | None = None
+        self._ephemeral = EphemeralFiles()
+        self._output_node_types: set[str] = set()
+        self._node_types: dict[str, Any] = {}
+        self._model_folders: dict[str, list[str]] = {}
+        self._run_lock = asyncio.Lock()
+        self.timings: dict[str, float] = {}
+
+    # --- creation and state -------------------------------------------------------------------
+    @classmethod
+    async def create(cls, config_path: str | None = None) -> ComfyConnector:
+        """The ready connector; boots it on first use. Concurrent callers share one boot.
+
+        Raises ``ConnectorStateError`` if a connector with a different configuration
+        is alive, and the boot's own error if booting failed.
+        """
+        key = str(config_path) if config_path is not None else None
+        instance = cls._instance
+        if instance is not None:
+            if instance._config_path != key:
+                raise ConnectorStateError(
+                    f"a connector configured from {instance._config_path or 'the environment'} is alive; "
+                    f"call kill_api() before creating one from {key or 'the environment'}")
+            if cls._creating is not None:
+                return await asyncio.shield(cls._creating)
+            if instance._state is ConnectorState.READY:
+                return instance
+            raise ConnectorStateError(f"the connector is in state {instance._state.value}: {instance._error}")
+        instance = cls(Config.load(config_path), key)
+        cls._instance = instance
+        cls._install_exit_hooks()
+        cls._creating = asyncio.ensure_future(instance._boot())
+        try:
+            return await asyncio.shield(cls._creating)
+        finally:
+            cls._creating = None
+
+    @property
+    def state(self) -> ConnectorState:
+        return self._state
+
+    @property
+    def server_address(self) -> str:
+        return self._process.base_url
+
+    @property
+    def ws_address(self) -> str:
+        return self._require_client().ws_url
+
+    @property
+    def client_id(self) -> str:
+        return self._require_client().client_id
+
+    @property
+    def comfy_pid(self) -> int | None:
+        return self._process.pid
+
+    def _require_client(self) -> ComfyClient:
+        if self._client is None:
+            raise ConnectorStateError("ComfyUI has not been started")
+        return self._client
+
+    def _require_ready(self) -> None:
+        if self._state is ConnectorState.KILLED:
+            raise ConnectorStateError("the connector was killed; call ComfyConnector.create() again")
+        if self._state is not ConnectorState.READY:
+            raise ConnectorStateError(f"the connector is not ready (state: {self._state.value})")
+
+    # --- boot ---------------------------------------------------------------------------------
+    async def _boot(self) -> ComfyConnector:
+        self._state = ConnectorState.INITIALIZING
+        started = time.monotonic()
+        try:
+            await asyncio.gather(self._start_comfy(), self._converter.launch())
+            await self._converter.load(self.server_address)
+            self.timings["frontend_ready_s"] = time.monotonic() - started
+            await self._self_test()
+        except BaseException as exc:
+            self._state = ConnectorState.ERROR
+            self._error = exc
+            logger.error("connector failed to start: %s", exc)
+            raise
+        self.timings["ready_s"] = time.monotonic() - started
+        self._state = ConnectorState.READY
+        logger.info("connector ready in %.2f s", self.timings["ready_s"])
+        return self
+
+    async def _start_comfy(self) -> None:
+        """Spawn ComfyUI, wait for it, open the websocket and prepare the frontend's settings."""
+        self._process.spawn()
+        client = ComfyClient(self._process.base_url, http_timeout_s=self.config.http_timeout_s,
+                             is_alive=self._process.is_alive, describe_exit=self._describe_exit)
+        self._client = client
+        self.timings["comfy_ready_s"] = await self._process.wait_ready(client.session)
+        await asyncio.gather(client.connect_socket(), self._load_node_types(),
+                             client.request("POST", "/settings", FRONTEND_SETTINGS))
+
+    async def _load_node_types(self) -> None:
+        client = self._require_client()
+        self._node_types, self._model_folders = await asyncio.gather(
+            client.get_json("/object_info"), client.get_json("/internal/folder_paths"))
+        self._model_folders.pop("custom_nodes", None)
+        self._output_node_types = {name for name, spec in self._node_types.items() if spec.get("output_node")}
+
+    def _describe_exit(self) -> str:
+        code = self._process.returncode
+        tail = self._process.log_tail(10)
+        return f"exit code {code}; last lines of its log:\n{tail}" if code is not None else "not started"
+
+    async def _self_test(self) -> None:
+        path = self.config.test_payload_file
+        if not path:
+            return
+        try:
+            workflow = parse_workflow(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ComfyStartError(f"TEST_PAYLOAD_FILE {path} cannot be read: {exc}") from None
+        started = time.monotonic()
+        try:
+            history = await self.run_workflow(workflow, _allow_initializing=True)
+        except ComfyServerlessError as exc:
+            raise ComfyStartError(f"the self-test workflow {path} failed: {exc}", cause=exc.to_dict()) from None
+        self.delete_outputs(history)
+        self.timings["self_test_s"] = time.monotonic() - started
+
+    # --- conversion and execution -------------------------------------------------------------
+    async def get_prompt_from_workflow(self, workflow: dict[str, Any] | str) -> dict[str, Any]:
+        """Convert a UI workflow to an API prompt with the real frontend (cached by content)."""
+        return await self._get_prompt(workflow, allow_initializing=False)
+
+    async def _get_prompt(self, workflow: dict[str, Any] | str, *, allow_initializing: bool) -> dict[str, Any]:
+        if not allow_initializing:
+            self._require_ready()
+        parsed = parse_workflow(workflow)
+        if detect_format(parsed) != "ui":
+            raise WorkflowError("get_prompt_from_workflow() takes a UI-format workflow; this is already API format")
+        return await self._converter.convert(parsed)
+
+    async def run_workflow(self, payload: dict[str, Any] | str, use_workflow_json: bool = True, *,
+                           timeout_s: float | None = None, progress: ProgressCallback | None = None,
+                           extra_data: dict[str, Any] | None = None,
+                           _allow_initializing: bool = False) -> dict[str, Any]:
+        """Run a workflow and return ComfyUI's history ``{prompt_id: entry}``.
+
+        With ``use_workflow_json`` (the default) the format is detected: a UI
+        workflow is converted and passed to ComfyUI as ``extra_pnginfo.workflow``
+        (so saved images carry it), an API prompt runs as is. Without it, the
+        payload must be an API prompt.
+        """
+        if not _allow_initializing:
+            self._require_ready()
+        parsed = parse_workflow(payload)
+        workflow_format = detect_format(parsed)
+        if workflow_format == "ui":
+            if not use_workflow_json:
+                raise WorkflowError("use_workflow_json=False expects an API prompt, but this is a UI workflow")
+            prompt = await self._get_prompt(parsed, allow_initializing=_allow_initializing)
+            extra = {"extra_pnginfo": {"workflow": parsed}, **(extra_data or {})}
+        else:
+            prompt, extra = parsed, dict(extra_data or {})
+        return await self.run_prompt(prompt, timeout_s=timeout_s, progress=progress, extra_data=extra,
+                                     _allow_initializing=_allow_initializing)
+
+    async def run_prompt(self, prompt: dict[str, Any], *, timeout_s: float | None = None,
+                         progress: ProgressCallback | None = None, extra_data: dict[str, Any] | None = None,
+                         _allow_initializing: bool = False) -> dict[str, Any]:
+        """Run an API prompt (already converted and edited) and return ``{prompt_id: entry}``."""
+        if not _allow_initializing:
+            self._require_ready()
+        check_api_prompt(prompt, self._node_types)
+        async with self._run_lock:
+            await self._validate_resources()
+            # Fresh files on every run, even for a prompt ComfyUI has cached (see workflow.RUN_TOKEN_INPUT).
+            marked = mark_output_nodes(prompt, self._output_node_types, uuid.uuid4().hex)
+            client = self._require_client()
+            try:
+                return await client.run_prompt(
+                    marked, extra_data=extra_data or {}, progress=progress,
+                    timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s,
+                    interrupt_grace_s=self.config.interrupt_grace_s)
+            except RunTimeoutError as exc:
+                if exc.details.get("stuck"):
+                    await self._restart_comfy("it did not stop after an interrupt")
+                raise
+            except ComfyUnavailableError:
+                await self._try_restart("it became unavailable during a run")
+                raise
+
+    # --- health -------------------------------------------------------------------------------
+    async def _validate_resources(self) -> None:
+        """Make sure ComfyUI, its websocket and the browser work before a run; restart what does not."""
+        client = self._require_client()
+        if not self._process.is_alive():
+            await self._restart_comfy(f"it exited ({self._describe_exit()})")
+            return
+        try:
+            status, _ = await client.request("GET", "/prompt")
+        except ComfyUnavailableError:
+            status = 0
+        if status != 200:
+            await self._restart_comfy(f"it did not answer HTTP (status {status})")
+            return
+        if not client.socket_open:
+            await client.connect_socket()
+
+    async def _try_restart(self, reason: str) -> None:
+        try:
+            await self._restart_comfy(reason)
+        except ComfyServerlessError as exc:
+            logger.error("restarting ComfyUI failed: %s", exc)
+
+    async def _restart_comfy(self, reason: str) -> None:
+        """One ComfyUI, on a freshly chosen port, with the frontend reloaded against it."""
+        logger.warning("restarting ComfyUI: %s", reason)
+        if self._client is not None:
+            await self._client.close()
+        await self._process.stop()
+        await self._start_comfy()
+        await self._converter.load(self.server_address)
+
+    @property
+    def healthy(self) -> bool:
+        return self._state is ConnectorState.READY and self._process.is_alive()
+
+    # --- files --------------------------------------------------------------------------------
+    async def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
+                          overwrite: bool = False, is_ephemeral: bool = False, *,
+                          name: str | None = None) -> str:
+        """Copy a file into one of ComfyUI's folders; returns the full destination path.
+
+        ``folder_type`` is input, output, temp or models (models needs a
+        ``subfolder`` naming a model folder ComfyUI knows, e.g. ``loras``).
+        Without ``overwrite`` an existing file is never replaced: the returned
+        path carries the name actually used. Ephemeral files are deleted with
+        :meth:`delete_ephemeral` and at :meth:`kill_api`.
+        """
+        if self._state is ConnectorState.KILLED:
+            raise ConnectorStateError("the connector was killed; call ComfyConnector.create() again")
+        source = Path(source_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"upload source {source} does not exist or is not a file")
+        if folder_type not in FOLDER_TYPES:
+            raise ValueError(f"folder_type must be one of {', '.join(FOLDER_TYPES)}, got {folder_type!r}")
+        root = self.folders.for_type(folder_type)
+        if folder_type == "models":
+            root = self._model_folder(subfolder)
+            subfolder = "/".join(subfolder.split("/")[1:]) if subfolder else None
+        directory = resolve_inside(root, subfolder) if subfolder else root.resolve()
+        target = resolve_inside(directory, name or source.name)
+        written = await copy_file(source, target, overwrite=overwrite)
+        if is_ephemeral:
+            self._ephemeral.add(written)
+        return str(written)
+
+    def _model_folder(self, subfolder: str | None) -> Path:
+        """The directory of the model folder ``subfolder`` starts with, as ComfyUI itself resolves it."""
+        if not subfolder:
+            raise ValueError("folder_type 'models' needs a subfolder naming a model folder, e.g. 'loras'")
+        folder = subfolder.split("/")[0]
+        default = self.folders.models / folder
+        paths = [Path(p) for p in self._model_folders.get(folder, [])]
+        if paths:
+            return default if default in paths else paths[0]
+        if any(default == Path(p) for known in self._model_folders.values() for p in known):
+            return default  # a legacy name ComfyUI maps, e.g. clip -> text_encoders
+        raise ValueError(f"subfolder {subfolder!r} does not name a model folder ComfyUI knows "
+                         f"({', '.join(sorted(self._model_folders))})")
+
+    def delete_ephemeral(self, paths: list[str] | None = None) -> list[str]:
+        """Delete the given ephemeral files (all of them by default); returns problems met."""
+        chosen = self._ephemeral.take([Path(p) for p in paths] if paths is not None else None)
+        return remove_paths(chosen, self._roots())
+
+    def output_files(self, history: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], Path]]:
+        """``(node_id, kind, file_info, path)`` for every file a history entry lists."""
+        files = []
+        for entry in history.values():
+            for node_id, outputs in (entry.get("outputs") or {}).items():
+                for kind, items in outputs.items():
+                    if not isinstance(items, list):
+                        continue
+                    for item in items:
+                        if isinstance(item, dict) and "filename" in item:
+                            folder_type = item.get("type", "output")
+                            if folder_type not in ("output", "temp", "input"):
+                                continue
+                            relative = "/".join(p for p in (item.get("subfolder") or "", item["filename"]) if p)
+                            try:
+                                path = resolve_inside(self.folders.for_type(folder_type), relative)
+                            except ValueError:
+                                continue
+                            files.append((str(node_id), kind, item, path))
+        return files
+
+    def delete_outputs(self, history: dict[str, Any]) -> list[str]:
+        """Delete the output and temp files a run produced (inputs belong to the job's own cleanup)."""
+        paths = [path for _, _, item, path in self.output_files(history) if item.get("type", "output") != "input"]
+        return remove_paths(paths, self._roots())
+
+    def _roots(self) -> list[Path]:
+        return [self.folders.input, self.folders.output, self.folders.temp, self.folders.models]
+
+    # --- shutdown -----------------------------------------------------------------------------
+    async def kill_api(self) -> None:
+        """Stop everything this connector started and reset the singleton. Idempotent."""
+        creating = type(self)._creating
+        if creating is not None and not creating.done() and type(self)._instance is self:
+            creating.cancel()
+        if self._client is not None:
+            await self._client.close()
+        await self._converter.close()
+        await self._process.stop()
+        self.delete_ephemeral()
+        self._state = ConnectorState.KILLED
+        if type(self)._instance is self:
+            type(self)._instance = None
+
+    def _kill_sync(self) -> None:
+        """The same cleanup without an event loop, for signal handlers and interpreter exit."""
+        self._converter.kill_sync()
+        self._process.stop_sync()
+        self.delete_ephemeral()
+        self._state = ConnectorState.KILLED
+
+    @classmethod
+    def _install_exit_hooks(cls) -> None:
+        if cls._exit_hooks_installed:
+            return
+        cls._exit_hooks_installed = True
+        atexit.register(cls._cleanup_at_exit)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                cls._cleanup_at_exit()
+                if callable(previous):
+                    previous(signum, frame)
+                elif previous == signal.SIG_DFL:
+                    signal.signal(signum, signal.SIG_DFL)
+                    signal.raise_signal(signum)
+
+            signal.signal(sig, handler)
+
+    @classmethod
+    def _cleanup_at_exit(cls) -> None:
+        instance, cls._instance = cls._instance, None
+        if instance is not None:
+            instance._kill_sync()
