@@ -1,0 +1,42 @@
+"""comfy-serverless: a RunPod serverless worker for ComfyUI that accepts workflows as they were saved.
+
+The public API::
+
+    connector = await ComfyConnector.create("config.json")   # boots ComfyUI + Chromium once
+    prompt = await connector.get_prompt_from_workflow(ui_workflow)
+    history = await connector.run_workflow(ui_or_api_workflow)
+    path = await connector.upload_data("photo.png", "input", is_ephemeral=True)
+    await connector.kill_api()
+
+Every error it raises on purpose is a :class:`ComfyServerlessError` (see :mod:`.errors`).
+"""
+
+from .config import Config
+from .connector import ComfyConnector
+from .errors import (
+    BrowserError,
+    ComfyServerlessError,
+    ComfyStartError,
+    ComfyUnavailableError,
+    ConfigError,
+    ConnectorStateError,
+    ConversionError,
+    ConversionTimeoutError,
+    ExecutionError,
+    ExecutionInterruptedError,
+    InputFetchError,
+    JobInputError,
+    PromptValidationError,
+    RunTimeoutError,
+    StorageError,
+    UnknownNodeTypesError,
+    WorkflowError,
+)
+from .events import ConnectorState, Progress
+
+__all__ = [
+    "BrowserError", "ComfyConnector", "ComfyServerlessError", "ComfyStartError", "ComfyUnavailableError", "Config",
+    "ConfigError", "ConnectorState", "ConnectorStateError", "ConversionError", "ConversionTimeoutError",
+    "ExecutionError", "ExecutionInterruptedError", "InputFetchError", "JobInputError", "Progress",
+    "PromptValidationError", "RunTimeoutError", "StorageError", "UnknownNodeTypesError", "WorkflowError",
+]

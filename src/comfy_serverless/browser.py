@@ -41,26 +41,35 @@ FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": 
 
 _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
 
-# Missing node types are found before loading: loadGraphData would silently replace
-# them with placeholders and graphToPrompt would drop them from the prompt.
+# Missing node types are found before loading: loadGraphData would silently replace them
+# with placeholders and graphToPrompt would drop them from the prompt. (The renames are
+# the ones loadGraphData itself applies to legacy type names.) Each load opens a temporary
+# workflow tab in the frontend's store; it is closed again so a long-lived page does not
+# accumulate thousands of them.
 _CONVERT_JS = """
 async (workflow) => {
+  const renamed = {T2IAdapterLoader: "ControlNetLoader", "ConditioningAverage ": "ConditioningAverage",
+                   SDV_img2vid_Conditioning: "SVD_img2vid_Conditioning"};
   const registered = window.LiteGraph.registered_node_types;
-  const subgraphs = new Set(((workflow.definitions || {}).subgraphs || []).map((g) => g.id));
-  const graphs = [workflow, ...((workflow.definitions || {}).subgraphs || [])];
+  const subgraphs = ((workflow.definitions || {}).subgraphs || []);
+  const subgraphIds = new Set(subgraphs.map((g) => g.id));
   const missing = new Set();
-  for (const graph of graphs) {
+  for (const graph of [workflow, ...subgraphs]) {
     for (const node of graph.nodes || []) {
-      if (node && typeof node.type === "string" && !(node.type in registered) && !subgraphs.has(node.type)) {
-        missing.add(node.type);
-      }
+      const type = node && typeof node.type === "string" ? (renamed[node.type] || node.type) : null;
+      if (type !== null && !(type in registered) && !subgraphIds.has(type)) missing.add(node.type);
     }
   }
   if (missing.size) return {missing: [...missing]};
-  await window.app.loadGraphData(workflow, true, true, null,
-    {showMissingNodesDialog: false, showMissingModelsDialog: false});
-  const {output} = await window.app.graphToPrompt();
-  return {output};
+  const store = window.app.extensionManager.workflow;
+  try {
+    await window.app.loadGraphData(workflow, true, true, null,
+      {showMissingNodesDialog: false, showMissingModelsDialog: false});
+    const {output} = await window.app.graphToPrompt();
+    return {output};
+  } finally {
+    if (store.activeWorkflow) await store.closeWorkflow(store.activeWorkflow);
+  }
 }
 """
 

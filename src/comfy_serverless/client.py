@@ -118,10 +118,11 @@ class ComfyClient:
         if status == 200 and isinstance(answer, dict):
             if answer.get("node_errors"):
                 # ComfyUI queued the valid outputs only; a half-run job is worse than a clear failure.
-                await self.interrupt(prompt_id)
-                raise validation_error({"error": {"type": "prompt_outputs_failed_validation",
-                                                  "message": "Some outputs failed validation and were dropped"},
-                                        "node_errors": answer["node_errors"]})
+                error = validation_error({"error": {"type": "prompt_outputs_failed_validation",
+                                                    "message": "Some outputs failed validation and were dropped"},
+                                          "node_errors": answer["node_errors"]})
+                error.details["queued"] = True
+                raise error
             return
         if isinstance(answer, dict):
             raise validation_error(answer)
@@ -188,7 +189,8 @@ class ComfyClient:
 
     # --- running a prompt ---------------------------------------------------------------------
     async def run_prompt(self, prompt: dict[str, Any], *, extra_data: dict[str, Any], timeout_s: float,
-                         interrupt_grace_s: float, progress: ProgressCallback | None = None) -> dict[str, Any]:
+                         interrupt_grace_s: float, progress: ProgressCallback | None = None,
+                         timings: dict[str, float] | None = None) -> dict[str, Any]:
         """Queue ``prompt`` and follow it to its end; returns ``{prompt_id: history_entry}``.
 
         Raises PromptValidationError, ExecutionError, ExecutionInterruptedError,
@@ -198,20 +200,31 @@ class ComfyClient:
         prompt_id = str(uuid.uuid4())
         watch: asyncio.Queue[Any] = asyncio.Queue()
         self._watches[prompt_id] = watch
-        tracker = _ProgressTracker(prompt_id, len(prompt), progress)
+        tracker = _RunTracker(prompt_id, len(prompt), progress)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             if not self.socket_open:
                 await self.connect_socket()
             await self.queue_prompt(prompt, prompt_id, extra_data)
-            try:
-                entry = await asyncio.wait_for(self._follow(prompt_id, watch, tracker), timeout_s)
-            except asyncio.TimeoutError:
-                stuck = not await self._stop_after_timeout(prompt_id, watch, interrupt_grace_s)
-                raise RunTimeoutError(
-                    f"the prompt did not finish within {timeout_s:g} s and was interrupted"
-                    + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
-                    prompt_id=prompt_id, timeout_s=timeout_s, stuck=stuck) from None
+            queued = loop.time()
+            entry = await asyncio.wait_for(self._follow(prompt_id, watch, tracker), timeout_s)
+            if timings is not None:
+                timings.update(queue=queued - started, execute=loop.time() - queued)
             return {prompt_id: entry}
+        except asyncio.TimeoutError:
+            stuck = not await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
+            error: ComfyServerlessError = RunTimeoutError(
+                f"the prompt did not finish within {timeout_s:g} s and was interrupted"
+                + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
+                prompt_id=prompt_id, timeout_s=timeout_s, stuck=stuck)
+            error.history = tracker.partial_history()
+            raise error from None
+        except (PromptValidationError, ExecutionError, ExecutionInterruptedError) as exc:
+            if isinstance(exc, PromptValidationError) and exc.details.get("queued"):
+                await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
+            exc.history = tracker.partial_history()
+            raise
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await asyncio.shield(asyncio.wait_for(self.interrupt(prompt_id), interrupt_grace_s))
@@ -219,7 +232,7 @@ class ComfyClient:
         finally:
             del self._watches[prompt_id]
 
-    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _ProgressTracker) -> dict[str, Any]:
+    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker) -> dict[str, Any]:
         while True:
             try:
                 event = await asyncio.wait_for(watch.get(), SILENCE_CHECK_S)
@@ -247,17 +260,20 @@ class ComfyClient:
                 raise interrupted_error(data)
             await tracker.observe(kind, data)
 
-    async def _stop_after_timeout(self, prompt_id: str, watch: asyncio.Queue[Any], grace_s: float) -> bool:
+    async def _stop(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker, grace_s: float) -> bool:
         """Interrupt ``prompt_id``; true if ComfyUI let go of it within ``grace_s``."""
         async def stopped() -> None:
             await self.interrupt(prompt_id)
             while True:
                 with contextlib.suppress(asyncio.TimeoutError):
                     event = await asyncio.wait_for(watch.get(), 0.5)
-                    if event is not _SOCKET_CLOSED and event.get("type") in ("execution_interrupted",
-                                                                            "execution_error", "execution_success"):
-                        return
-                if await self.history(prompt_id) is not None:
+                    if event is not _SOCKET_CLOSED:
+                        await tracker.observe(event.get("type"), event.get("data") or {})
+                        if event.get("type") in ("execution_interrupted", "execution_error", "execution_success"):
+                            return
+                entry = await self.history(prompt_id)
+                if entry is not None:
+                    tracker.outputs.update(entry.get("outputs") or {})
                     return
                 queue = await self.get_json("/queue")
                 if not any(item[1] == prompt_id for item in queue.get("queue_running", []) +
@@ -271,8 +287,13 @@ class ComfyClient:
             return False
 
 
-class _ProgressTracker:
-    """Turns ComfyUI's per-node messages into :class:`Progress` for the caller's callback."""
+class _RunTracker:
+    """Follows one prompt's messages: progress for the caller, and the outputs already written.
+
+    A failed prompt's history lists no outputs, yet nodes that ran before the
+    failure wrote files; ``executed`` messages are the only record of them, and
+    cleanup needs it.
+    """
 
     def __init__(self, prompt_id: str, nodes_total: int, callback: ProgressCallback | None) -> None:
         self._prompt_id = prompt_id
@@ -280,8 +301,14 @@ class _ProgressTracker:
         self._callback = callback
         self._done: set[str] = set()
         self._current: str | None = None
+        self.outputs: dict[str, Any] = {}
+
+    def partial_history(self) -> dict[str, Any]:
+        return {self._prompt_id: {"outputs": dict(self.outputs)}}
 
     async def observe(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "executed" and isinstance(data.get("output"), dict):
+            self.outputs[str(data.get("node"))] = data["output"]
         if self._callback is None:
             return
         if kind == "execution_cached":

@@ -32,6 +32,7 @@ from .errors import (
 )
 from .events import ConnectorState, ProgressCallback
 from .files import FOLDER_TYPES, EphemeralFiles, copy_file, remove_paths, resolve_inside
+from .outputs import collect_outputs
 from .process import ComfyFolders, ComfyProcess
 from .workflow import check_api_prompt, detect_format, mark_output_nodes, parse_workflow
 
@@ -86,7 +87,7 @@ class ComfyConnector:
             raise ConnectorStateError(f"the connector is in state {instance._state.value}: {instance._error}")
         instance = cls(Config.load(config_path), key)
         cls._instance = instance
-        cls._install_exit_hooks()
+        cls.install_exit_hooks()
         cls._creating = asyncio.ensure_future(instance._boot())
         try:
             return await asyncio.shield(cls._creating)
@@ -221,8 +222,12 @@ class ComfyConnector:
 
     async def run_prompt(self, prompt: dict[str, Any], *, timeout_s: float | None = None,
                          progress: ProgressCallback | None = None, extra_data: dict[str, Any] | None = None,
+                         timings: dict[str, float] | None = None,
                          _allow_initializing: bool = False) -> dict[str, Any]:
-        """Run an API prompt (already converted and edited) and return ``{prompt_id: entry}``."""
+        """Run an API prompt (already converted and edited) and return ``{prompt_id: entry}``.
+
+        ``timings``, if given, receives the seconds spent queueing and executing.
+        """
         if not _allow_initializing:
             self._require_ready()
         check_api_prompt(prompt, self._node_types)
@@ -233,15 +238,18 @@ class ComfyConnector:
             client = self._require_client()
             try:
                 return await client.run_prompt(
-                    marked, extra_data=extra_data or {}, progress=progress,
+                    marked, extra_data=extra_data or {}, progress=progress, timings=timings,
                     timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s,
                     interrupt_grace_s=self.config.interrupt_grace_s)
-            except RunTimeoutError as exc:
-                if exc.details.get("stuck"):
-                    await self._restart_comfy("it did not stop after an interrupt")
-                raise
             except ComfyUnavailableError:
                 await self._try_restart("it became unavailable during a run")
+                raise
+            except ComfyServerlessError as exc:
+                if exc.history:  # files written before the failure
+                    self.delete_outputs(exc.history)
+                    await self.forget_history(list(exc.history))
+                if isinstance(exc, RunTimeoutError) and exc.details.get("stuck"):
+                    await self._restart_comfy("it did not stop after an interrupt")
                 raise
 
     # --- health -------------------------------------------------------------------------------
@@ -275,6 +283,18 @@ class ComfyConnector:
         await self._process.stop()
         await self._start_comfy()
         await self._converter.load(self.server_address)
+
+    @property
+    def node_types(self) -> dict[str, Any]:
+        """ComfyUI's ``/object_info``, as loaded at boot."""
+        return self._node_types
+
+    async def forget_history(self, prompt_ids: list[str]) -> None:
+        """Drop finished prompts from ComfyUI's in-memory history, so a long-lived worker does not grow."""
+        try:
+            await self._require_client().request("POST", "/history", {"delete": prompt_ids})
+        except ComfyUnavailableError:
+            pass
 
     @property
     def healthy(self) -> bool:
@@ -329,30 +349,10 @@ class ComfyConnector:
         chosen = self._ephemeral.take([Path(p) for p in paths] if paths is not None else None)
         return remove_paths(chosen, self._roots())
 
-    def output_files(self, history: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], Path]]:
-        """``(node_id, kind, file_info, path)`` for every file a history entry lists."""
-        files = []
-        for entry in history.values():
-            for node_id, outputs in (entry.get("outputs") or {}).items():
-                for kind, items in outputs.items():
-                    if not isinstance(items, list):
-                        continue
-                    for item in items:
-                        if isinstance(item, dict) and "filename" in item:
-                            folder_type = item.get("type", "output")
-                            if folder_type not in ("output", "temp", "input"):
-                                continue
-                            relative = "/".join(p for p in (item.get("subfolder") or "", item["filename"]) if p)
-                            try:
-                                path = resolve_inside(self.folders.for_type(folder_type), relative)
-                            except ValueError:
-                                continue
-                            files.append((str(node_id), kind, item, path))
-        return files
-
     def delete_outputs(self, history: dict[str, Any]) -> list[str]:
         """Delete the output and temp files a run produced (inputs belong to the job's own cleanup)."""
-        paths = [path for _, _, item, path in self.output_files(history) if item.get("type", "output") != "input"]
+        paths = [output.path for entry in history.values()
+                 for output in collect_outputs(entry, self.folders, include_temp=True)[0]]
         return remove_paths(paths, self._roots())
 
     def _roots(self) -> list[Path]:
@@ -381,7 +381,8 @@ class ComfyConnector:
         self._state = ConnectorState.KILLED
 
     @classmethod
-    def _install_exit_hooks(cls) -> None:
+    def install_exit_hooks(cls) -> None:
+        """Stop ComfyUI and Chromium on SIGTERM/SIGINT and at exit (signals: only from the main thread)."""
         if cls._exit_hooks_installed:
             return
         cls._exit_hooks_installed = True

@@ -37,6 +37,9 @@ class ComfyServerlessError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details
+        #: For errors of a prompt that was queued: ``{prompt_id: {"outputs": ...}}`` of the files
+        #: it wrote before failing, so that cleanup can remove them. Not part of :meth:`to_dict`.
+        self.history: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form for job results: the one-line message plus the details."""

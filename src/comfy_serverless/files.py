@@ -30,6 +30,10 @@ def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | 
         return "must not be empty"
     if "\x00" in value:
         return "must not contain a NUL byte"
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
     if "\\" in value:
         return "must use '/' as separator, not '\\'"
     path = PurePosixPath(value)
@@ -39,7 +43,7 @@ def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | 
         return "must not contain '..'"
     if not allow_nested and len(path.parts) != 1:
         return "must be a plain file name without '/'"
-    if len(value.encode("utf-8")) > 1024 or any(len(part.encode("utf-8")) > 255 for part in path.parts):
+    if len(encoded) > 1024 or any(len(part.encode("utf-8")) > 255 for part in path.parts):
         return "is too long"
     return None
 

@@ -1,0 +1,68 @@
+"""The long-lived worker: one event loop, in its own thread, that owns ComfyUI, Chromium and every job.
+
+The RunPod SDK runs handlers on an event loop it creates per mode (and, for
+``--rp_serve_api``, inside uvicorn). Playwright, aiohttp sessions and the
+websocket reader are bound to the loop that created them, so the cold start
+cannot happen on a throwaway loop before ``runpod.serverless.start`` and be
+used from the SDK's loop afterwards. Instead they live on a dedicated loop for
+the life of the process, and each job is handed over to it; cancelling the
+SDK's task cancels the job on the worker loop, which interrupts ComfyUI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .config import Config
+from .connector import ComfyConnector
+from .job import JobRunner, ProgressSink
+from .storage import S3Storage
+
+T = TypeVar("T")
+
+
+class Worker:
+    """Boots once with :meth:`start`, then runs jobs with :meth:`handle` from any event loop."""
+
+    def __init__(self, config_path: str | None = None) -> None:
+        self.config = Config.load(config_path)
+        self._config_path = config_path
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="comfy-serverless-loop", daemon=True)
+        self._runner: JobRunner | None = None
+        self.connector: ComfyConnector | None = None
+
+    def start(self) -> None:
+        """Validate storage settings, boot ComfyUI and Chromium and run the self-test; raises if any fails."""
+        storage = S3Storage.from_config(self.config)  # a partial S3 setup fails here, before ComfyUI boots
+        ComfyConnector.install_exit_hooks()  # signal handlers can only be set from the main thread
+        self._thread.start()
+        self.connector = self.call_blocking(ComfyConnector.create(self._config_path))
+        self._runner = JobRunner(self.connector, self.config, storage)
+
+    def call_blocking(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the worker loop from another loop; cancelling the caller cancels it there too."""
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    async def handle(self, job: dict[str, Any], progress: ProgressSink | None = None) -> dict[str, Any]:
+        if self._runner is None:
+            raise RuntimeError("Worker.start() has not been called")
+        return await self.call(self._runner.run(str(job.get("id", "local")), job.get("input"), progress))
+
+    def stop(self) -> None:
+        if self.connector is not None:
+            self.call_blocking(self.connector.kill_api())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)

@@ -1,0 +1,441 @@
+"""Contract tests of ComfyConnector against a ComfyUI (the test server, or a real one with COMFYUI_PATH)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import REAL_COMFY, load_workflow, needs_test_server, write_config
+from ui_workflows import add_node, chain, empty_image, invert, large_chain, preview_image, save_image, scale, with_unknown_node
+
+from comfy_serverless import (
+    ComfyConnector,
+    ConnectorState,
+    ConnectorStateError,
+    ExecutionError,
+    ExecutionInterruptedError,
+    PromptValidationError,
+    RunTimeoutError,
+    UnknownNodeTypesError,
+    WorkflowError,
+)
+from comfy_serverless.browser import FrontendConverter
+
+
+def api_prompt(width: int = 32, prefix: str = "contract") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": 24, "batch_size": 1, "color": 255}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def slow_prompt() -> dict[str, Any]:
+    """Seconds of work on any ComfyUI: two wide blurs of a 1024x1024 batch (the interrupt trace's graph)."""
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 2, "color": 240}},
+        "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 31, "sigma": 10.0}},
+        "3": {"class_type": "ImageBlur", "inputs": {"image": ["2", 0], "blur_radius": 31, "sigma": 10.0}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+
+
+async def set_faults(connector: ComfyConnector, **faults: Any) -> None:
+    status, _ = await connector._require_client().request("POST", "/_test/faults", faults)
+    assert status == 200
+
+
+async def slow_down(connector: ComfyConnector) -> None:
+    """Make the slow prompt slow on the test server too (its nodes are otherwise instant)."""
+    if not REAL_COMFY:
+        await set_faults(connector, node_delay_s=1.5)
+
+
+def output_paths(connector: ComfyConnector, history: dict[str, Any]) -> list[Path]:
+    from comfy_serverless.outputs import collect_outputs
+    return [f.path for entry in history.values()
+            for f in collect_outputs(entry, connector.folders, include_temp=True)[0]]
+
+
+def our_processes() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+# --- lifecycle ---------------------------------------------------------------------------------
+async def test_create_boots_to_ready_with_addresses(connector: ComfyConnector) -> None:
+    assert connector.state is ConnectorState.READY
+    assert connector.server_address.startswith("http://127.0.0.1:")
+    assert connector.ws_address == connector.server_address.replace("http", "ws") + \
+        f"/ws?clientId={connector.client_id}"
+    assert len(connector.client_id) == 32
+
+
+async def test_create_returns_the_singleton(connector: ComfyConnector, config_path: Path) -> None:
+    assert await ComfyConnector.create(str(config_path)) is connector
+
+
+async def test_create_with_another_config_while_alive_raises(connector: ComfyConnector, tmp_path: Path,
+                                                            comfy_root: Path) -> None:
+    other = write_config(tmp_path / "other.json", comfy_root, INITIAL_PORT=18900)
+    with pytest.raises(ConnectorStateError, match="kill_api"):
+        await ComfyConnector.create(str(other))
+
+
+async def test_concurrent_creates_share_one_boot(connector: ComfyConnector, config_path: Path) -> None:
+    await connector.kill_api()
+    first, second = await asyncio.gather(ComfyConnector.create(str(config_path)),
+                                         ComfyConnector.create(str(config_path)))
+    assert first is second and first.state is ConnectorState.READY
+    comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
+    assert len(comfy) == 1
+
+
+async def test_kill_api_is_idempotent_and_leaves_no_process(connector: ComfyConnector) -> None:
+    assert our_processes()
+    await connector.kill_api()
+    await connector.kill_api()
+    assert connector.state is ConnectorState.KILLED
+    assert our_processes() == []
+    with pytest.raises(ConnectorStateError, match="killed"):
+        await connector.run_workflow(api_prompt())
+    with pytest.raises(ConnectorStateError):
+        await connector.get_prompt_from_workflow(chain(empty_image(), preview_image()))
+
+
+async def test_comfy_dead_between_runs_is_restarted(connector: ComfyConnector) -> None:
+    old_pid, old_address = connector.comfy_pid, connector.server_address
+    assert old_pid is not None
+    os.killpg(old_pid, signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    history = await connector.run_workflow(api_prompt(prefix="after-restart"))
+    assert connector.comfy_pid != old_pid
+    assert all(p.exists() for p in output_paths(connector, history))
+    comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
+    assert [p.pid for p in comfy] == [connector.comfy_pid]
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
+    # a restart picks a free port afresh; the old one may be reused since it was released
+    assert connector.server_address.startswith("http://127.0.0.1:") and old_address
+    connector.delete_outputs(history)
+
+
+# --- conversion --------------------------------------------------------------------------------
+async def test_converts_ui_workflow_with_the_real_frontend(connector: ComfyConnector) -> None:
+    workflow = chain(empty_image(48, 40, 7), invert(), save_image("conv"), titles={3: "Final save"})
+    prompt = await connector.get_prompt_from_workflow(workflow)
+    assert prompt == {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 7},
+              "_meta": {"title": "EmptyImage"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}, "_meta": {"title": "Invert Image"}},
+        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "conv", "images": ["2", 0]},
+              "_meta": {"title": "Final save"}},
+    }
+
+
+async def test_accepts_json_string_and_drops_muted_nodes(connector: ComfyConnector) -> None:
+    workflow = chain(empty_image(), invert(), save_image())
+    add_node(workflow, invert(), mode=2)  # muted
+    add_node(workflow, invert(), mode=4)  # bypassed
+    prompt = await connector.get_prompt_from_workflow(json.dumps(workflow))
+    assert sorted(prompt) == ["1", "2", "3"]
+
+
+async def test_default_text_to_image_graph_converts(connector: ComfyConnector) -> None:
+    prompt = await connector.get_prompt_from_workflow(load_workflow("default_t2i.json"))
+    assert {node["class_type"] for node in prompt.values()} == {
+        "CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"}
+    assert prompt["3"]["inputs"]["model"] == ["4", 0]
+
+
+async def test_unknown_node_types_are_listed(connector: ComfyConnector) -> None:
+    with pytest.raises(UnknownNodeTypesError) as caught:
+        await connector.get_prompt_from_workflow(with_unknown_node("MyMissingNode"))
+    assert caught.value.node_types == ["MyMissingNode"]
+    assert "MyMissingNode" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]", {"foo": 1}, {}, {"1": {"inputs": {}}}])
+async def test_bad_workflows_are_rejected_clearly(connector: ComfyConnector, bad: Any) -> None:
+    with pytest.raises(WorkflowError, match="workflow"):
+        await connector.run_workflow(bad)
+
+
+async def test_api_workflow_is_not_a_ui_workflow(connector: ComfyConnector) -> None:
+    with pytest.raises(WorkflowError, match="already API format"):
+        await connector.get_prompt_from_workflow(api_prompt())
+
+
+async def test_conversions_are_isolated_from_what_the_page_converted_before(
+        connector: ComfyConnector) -> None:
+    """Converting B gives the same result after A, C, … on one page as on a fresh page."""
+    workflows = [large_chain(20), chain(empty_image(10, 10), save_image("b")), load_workflow("default_t2i.json"),
+                 chain(empty_image(), scale(20, 30), invert(), preview_image(), titles={2: "Resize"}),
+                 chain(empty_image(5, 5, 1), save_image("b"))]
+    warm = FrontendConverter(connector.config)
+    await warm.launch()
+    try:
+        await warm.load(connector.server_address)
+        in_sequence = [await warm.convert(w) for w in workflows]
+    finally:
+        await warm.close()
+    for workflow, converted in zip(workflows, in_sequence, strict=True):
+        fresh = FrontendConverter(connector.config)
+        await fresh.launch()
+        try:
+            await fresh.load(connector.server_address)
+            assert await fresh.convert(workflow) == converted
+        finally:
+            await fresh.close()
+
+
+async def test_conversion_cache_returns_independent_copies(connector: ComfyConnector) -> None:
+    workflow = chain(empty_image(33, 33), save_image("cache"))
+    first = await connector.get_prompt_from_workflow(workflow)
+    first["1"]["inputs"]["width"] = 1
+    second = await connector.get_prompt_from_workflow(dict(reversed(list(workflow.items()))))
+    assert second["1"]["inputs"]["width"] == 33
+
+
+async def test_conversion_timeout_retries_then_raises_timeout(connector: ComfyConnector) -> None:
+    from comfy_serverless.config import Config
+    config = Config(**{**connector.config.__dict__, "convert_timeout_s": 0.0005, "convert_attempts": 2})
+    converter = FrontendConverter(config)
+    await converter.launch()
+    try:
+        await converter.load(connector.server_address)
+        with pytest.raises(TimeoutError, match="timed out 2 times"):
+            await converter.convert(large_chain(60))
+    finally:
+        await converter.close()
+
+
+async def test_crashed_chromium_is_restarted_on_next_conversion(connector: ComfyConnector) -> None:
+    converter = connector._converter
+    for pid in list(converter._chromium_pids):
+        psutil.Process(pid).kill()
+    await asyncio.sleep(0.5)
+    prompt = await connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
+    assert prompt["1"]["inputs"]["width"] == 71
+
+
+# --- execution ---------------------------------------------------------------------------------
+async def test_run_ui_workflow_returns_history_with_outputs(connector: ComfyConnector) -> None:
+    workflow = chain(empty_image(16, 16), invert(), save_image("run-ui"))
+    history = await connector.run_workflow(workflow)
+    (prompt_id, entry), = history.items()
+    assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
+    assert entry["prompt"][3]["extra_pnginfo"]["workflow"] == workflow
+    assert entry["prompt"][3]["client_id"] == connector.client_id
+    (image,) = entry["outputs"]["3"]["images"]
+    assert image["filename"].startswith("run-ui_") and image["type"] == "output"
+    assert all(p.is_file() for p in output_paths(connector, history))
+    connector.delete_outputs(history)
+
+
+async def test_run_api_prompt_without_conversion(connector: ComfyConnector) -> None:
+    history = await connector.run_workflow(api_prompt(prefix="api"), use_workflow_json=False)
+    (entry,) = history.values()
+    assert "extra_pnginfo" not in entry["prompt"][3]
+    connector.delete_outputs(history)
+
+
+async def test_use_workflow_json_false_rejects_ui_format(connector: ComfyConnector) -> None:
+    with pytest.raises(WorkflowError, match="API prompt"):
+        await connector.run_workflow(chain(empty_image(), preview_image()), use_workflow_json=False)
+
+
+async def test_same_prompt_twice_gives_existing_files_both_times(connector: ComfyConnector) -> None:
+    for _ in range(2):
+        history = await connector.run_workflow(api_prompt(prefix="repeat"))
+        paths = output_paths(connector, history)
+        assert paths and all(p.is_file() for p in paths)
+        connector.delete_outputs(history)
+
+
+async def test_validation_error_names_node_class_and_input(connector: ComfyConnector) -> None:
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "missing-file.png"}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(PromptValidationError) as caught:
+        await connector.run_workflow(prompt)
+    message = str(caught.value)
+    assert "node 1 (LoadImage) input 'image'" in message and "missing-file.png" in message
+    assert caught.value.details["node_errors"]["1"]["class_type"] == "LoadImage"
+
+
+async def test_dangling_link_is_rejected_before_queueing(connector: ComfyConnector) -> None:
+    prompt = api_prompt(prefix="dangling")
+    prompt["3"]["inputs"]["images"] = ["9", 0]
+    with pytest.raises(WorkflowError, match="node 3 .*links to node 9"):
+        await connector.run_workflow(prompt)
+
+
+async def test_partially_valid_prompt_fails_and_leaves_no_files(connector: ComfyConnector) -> None:
+    """ComfyUI answers 200 and runs only the valid outputs; the worker fails the job instead."""
+    prompt = api_prompt(prefix="partial-valid")
+    prompt["4"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}}
+    prompt["5"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "partial-bad"}}
+    before = sorted(connector.folders.output.rglob("*"))
+    with pytest.raises(PromptValidationError, match=r"node 4 \(EmptyImage\) input 'width'"):
+        await connector.run_workflow(prompt)
+    assert sorted(connector.folders.output.rglob("*")) == before
+
+
+async def test_value_out_of_range_is_a_validation_error(connector: ComfyConnector) -> None:
+    prompt = api_prompt(width=0)
+    with pytest.raises(PromptValidationError, match=r"node 1 \(EmptyImage\) input 'width'"):
+        await connector.run_workflow(prompt)
+
+
+async def test_unknown_class_type_is_reported_before_queueing(connector: ComfyConnector) -> None:
+    prompt = {"1": {"class_type": "NoSuchNode", "inputs": {}}}
+    with pytest.raises(UnknownNodeTypesError, match="NoSuchNode"):
+        await connector.run_workflow(prompt)
+
+
+async def test_cycle_in_api_prompt_is_rejected(connector: ComfyConnector) -> None:
+    prompt = {"1": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+              "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
+    with pytest.raises(WorkflowError, match="cycle"):
+        await connector.run_workflow(prompt)
+
+
+async def test_execution_error_carries_node_and_exception(connector: ComfyConnector) -> None:
+    prompt = {"1": {"class_type": "EmptyImage",
+                    "inputs": {"width": 16384, "height": 16384, "batch_size": 4096, "color": 1}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(ExecutionError) as caught:
+        await connector.run_workflow(prompt)
+    error = caught.value
+    assert error.details["node_id"] == "1" and error.details["node_type"] == "EmptyImage"
+    assert error.details["exception_type"] == "RuntimeError"
+    assert error.details["traceback"] and "allocate" in error.details["exception_message"]
+    assert "node 1 (EmptyImage) raised RuntimeError" in str(error)
+
+
+async def test_interrupt_raises_a_distinct_error(connector: ComfyConnector) -> None:
+    await slow_down(connector)
+
+    async def interrupt_soon() -> None:
+        await asyncio.sleep(1.0)
+        await connector._require_client().request("POST", "/interrupt", {})
+
+    interrupter = asyncio.create_task(interrupt_soon())
+    with pytest.raises(ExecutionInterruptedError, match="interrupted"):
+        await connector.run_workflow(slow_prompt())
+    await interrupter
+
+
+async def test_timeout_interrupts_and_the_next_run_works(connector: ComfyConnector) -> None:
+    await slow_down(connector)
+    with pytest.raises(RunTimeoutError) as caught:
+        await connector.run_workflow(slow_prompt(), timeout_s=0.5)
+    assert isinstance(caught.value, TimeoutError) and caught.value.details["stuck"] is False
+    queue = await connector._require_client().get_json("/queue")
+    assert queue == {"queue_running": [], "queue_pending": []}
+    if not REAL_COMFY:
+        await set_faults(connector, reset=True)
+    history = await connector.run_workflow(api_prompt(prefix="after-timeout"))
+    connector.delete_outputs(history)
+
+
+async def test_progress_callback_receives_node_value_and_max(connector: ComfyConnector) -> None:
+    events = []
+    history = await connector.run_workflow(chain(empty_image(8, 8, 99), invert(), save_image("progress")),
+                                           progress=events.append)
+    assert {e.node for e in events} >= {"1", "2", "3"}
+    assert all(e.max >= e.value >= 0 for e in events) and events[-1].nodes_total == 3
+    connector.delete_outputs(history)
+
+
+async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: ComfyConnector) -> None:
+    await slow_down(connector)
+    client = connector._require_client()
+
+    async def drop_soon() -> None:
+        await asyncio.sleep(0.5)
+        assert client._ws is not None
+        await client._ws.close()  # as if the network dropped it: the reader sees the close
+
+    dropper = asyncio.create_task(drop_soon())
+    history = await connector.run_workflow(slow_prompt())
+    await dropper
+    (entry,) = history.values()
+    assert entry["status"]["status_str"] == "success"
+    assert client.socket_open
+    if not REAL_COMFY:
+        await set_faults(connector, reset=True)
+    connector.delete_outputs(history)
+
+
+@needs_test_server
+async def test_completion_sent_while_disconnected_is_recovered_from_history(connector: ComfyConnector) -> None:
+    await set_faults(connector, drop_websocket_during_next_prompt=True, node_delay_s=0.3)
+    history = await connector.run_workflow(api_prompt(prefix="dropped"))
+    await set_faults(connector, reset=True)
+    (entry,) = history.values()
+    assert entry["status"]["status_str"] == "success"
+    connector.delete_outputs(history)
+
+
+# --- uploads -----------------------------------------------------------------------------------
+async def test_upload_data_places_file_and_never_clobbers(connector: ComfyConnector, tmp_path: Path) -> None:
+    source = tmp_path / "up.png"
+    source.write_bytes(b"one")
+    first = Path(await connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
+    source.write_bytes(b"two")
+    second = Path(await connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
+    assert first == connector.folders.input / "contract" / "up.png"
+    assert second.name == "up (1).png" and first.read_bytes() == b"one" and second.read_bytes() == b"two"
+    third = Path(await connector.upload_data(source, "input", subfolder="contract", overwrite=True,
+                                             is_ephemeral=True))
+    assert third == first and first.read_bytes() == b"two"
+    assert connector.delete_ephemeral() == []
+    assert not first.exists() and not second.exists() and not (connector.folders.input / "contract").exists()
+
+
+async def test_upload_data_to_a_model_folder(connector: ComfyConnector, tmp_path: Path) -> None:
+    source = tmp_path / "tiny.safetensors"
+    source.write_bytes(b"\0" * 16)
+    placed = Path(await connector.upload_data(source, "models", subfolder="loras", is_ephemeral=True))
+    assert placed.parent == (connector.folders.models / "loras").resolve()
+    with pytest.raises(ValueError, match="subfolder"):
+        await connector.upload_data(source, "models")
+    with pytest.raises(ValueError, match="model folder"):
+        await connector.upload_data(source, "models", subfolder="not_a_model_folder")
+    connector.delete_ephemeral([str(placed)])
+    assert not placed.exists()
+
+
+@pytest.mark.parametrize("subfolder,name", [("../escape", None), ("/abs", None), ("ok", "../../x.png"),
+                                            ("a\x00b", None), (None, "/etc/passwd")])
+async def test_upload_data_refuses_paths_that_escape(connector: ComfyConnector, tmp_path: Path,
+                                                     subfolder: str | None, name: str | None) -> None:
+    source = tmp_path / "f.png"
+    source.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        await connector.upload_data(source, "input", subfolder=subfolder, name=name)
+
+
+async def test_upload_data_refuses_symlink_escape(connector: ComfyConnector, tmp_path: Path) -> None:
+    source = tmp_path / "f.png"
+    source.write_bytes(b"x")
+    link = connector.folders.input / "sneaky-link"
+    link.symlink_to(tmp_path)
+    try:
+        with pytest.raises(ValueError, match="symlink"):
+            await connector.upload_data(source, "input", subfolder="sneaky-link")
+    finally:
+        link.unlink()
+
+
+async def test_upload_data_missing_source(connector: ComfyConnector, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await connector.upload_data(tmp_path / "nope.png")
+    with pytest.raises(ValueError, match="folder_type"):
+        await connector.upload_data(__file__, "elsewhere")
