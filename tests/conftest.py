@@ -39,7 +39,7 @@ def connector_settings(comfy_root: Path, **overrides: Any) -> dict[str, Any]:
     """Config keys for a connector on this test run's ComfyUI; ``overrides`` win."""
     settings: dict[str, Any] = {"INITIAL_PORT": 18300, "CHROMIUM_EXECUTABLE": chromium_executable(),
                                 "COMFY_START_ATTEMPTS_SLEEP": 0.05, "MAX_COMFY_START_ATTEMPTS": 2400,
-                                "KILL_GRACE_S": 5.0, "INTERRUPT_GRACE_S": 5.0}
+                                "KILL_GRACE_S": 5.0, "INTERRUPT_GRACE_S": 20.0}
     if not REAL_COMFY:
         settings |= {"API_COMMAND_LINE": f"{sys.executable} {TEST_SERVER_MAIN}", "COMFYUI_PATH": str(comfy_root)}
     return settings | overrides

@@ -49,7 +49,7 @@ def fresh(prompt: dict[str, Any]) -> dict[str, Any]:
 
 async def run_prompt(srv: ServerProcess, session: aiohttp.ClientSession, prompt: dict[str, Any],
                      extra_data: dict[str, Any] | None = None, on_queued: Any = None,
-                     timeout: float = 10) -> tuple[int, dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+                     message_timeout_s: float = 10) -> tuple[int, dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """Connect a socket, queue the prompt, collect messages until ``executing {node: null}``."""
     cid = uuid.uuid4().hex
     messages: list[dict[str, Any]] = []
@@ -63,7 +63,7 @@ async def run_prompt(srv: ServerProcess, session: aiohttp.ClientSession, prompt:
             return status, resp, messages, {}
         pid = resp["prompt_id"]
         while True:
-            m = await asyncio.wait_for(ws.receive_json(), timeout)
+            m = await asyncio.wait_for(ws.receive_json(), message_timeout_s)
             messages.append(m)
             if on_queued is not None and m["type"] == "executing" and m["data"]["node"] is not None:
                 await on_queued(pid)

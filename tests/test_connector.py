@@ -11,8 +11,6 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import REAL_COMFY, load_workflow, needs_test_server, write_config
-from ui_workflows import add_node, chain, empty_image, invert, large_chain, preview_image, save_image, scale, with_unknown_node
 
 from comfy_serverless import (
     ComfyConnector,
@@ -26,6 +24,18 @@ from comfy_serverless import (
     WorkflowError,
 )
 from comfy_serverless.browser import FrontendConverter
+from conftest import REAL_COMFY, load_workflow, needs_test_server, write_config
+from ui_workflows import (
+    add_node,
+    chain,
+    empty_image,
+    invert,
+    large_chain,
+    preview_image,
+    save_image,
+    scale,
+    with_unknown_node,
+)
 
 
 def api_prompt(width: int = 32, prefix: str = "contract") -> dict[str, Any]:

@@ -13,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import functools
+import importlib.resources
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psutil
-from playwright.async_api import Browser, Page, Playwright, async_playwright
+from playwright.async_api import Browser, Page, Playwright, Request, Route, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from .config import Config
@@ -127,8 +130,16 @@ class FrontendConverter:
         self._chromium_pids = _chromium_processes() - before
         logger.info("Chromium %s started (%s)", self._browser.version, executable)
 
-    async def load(self, server_address: str) -> None:
-        """Open ComfyUI's frontend in a fresh page and wait until it can convert."""
+    async def load(self, server_address: str, comfy_ready: asyncio.Event | None = None) -> None:
+        """Open ComfyUI's frontend in a fresh page and wait until it can convert.
+
+        With ``comfy_ready`` (cold start) the page starts loading before ComfyUI
+        answers: the frontend's static files come from the same frontend package
+        on local disk, and its API requests wait until ``comfy_ready`` is set.
+        Downloading, parsing and evaluating ~450 modules thus overlaps ComfyUI's
+        boot instead of following it. If ComfyUI turns out to serve a different
+        frontend build, the page is reloaded from ComfyUI itself.
+        """
         self._server_address = server_address
         if self._browser is None or not self._browser.is_connected():
             await self.launch()
@@ -137,10 +148,20 @@ class FrontendConverter:
             await self._page.close()
         page = await self._browser.new_page()
         page.on("pageerror", lambda error: logger.debug("frontend page error: %s", error))
+        ready = comfy_ready or _set_event()
+        static_root = _local_frontend_root()
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
-            await page.goto(server_address, wait_until="domcontentloaded", timeout=timeout_ms)
+            if static_root is not None:
+                await page.route("**/*", functools.partial(_route_frontend, server_address, static_root, ready))
+            await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
+            await ready.wait()
+            if static_root is not None and not await _same_frontend(page, server_address, static_root):
+                logger.warning("ComfyUI serves another frontend build than the worker's; loading it from ComfyUI")
+                await page.unroute_all()
+                await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
+            await page.unroute_all(behavior="ignoreErrors")
         except PlaywrightError as exc:
             await page.close()
             raise BrowserError(f"ComfyUI's frontend did not load from {server_address}: "
@@ -171,7 +192,7 @@ class FrontendConverter:
                 return await self._convert_once(workflow)
             except (UnknownNodeTypesError, ConversionError):
                 raise
-            except (asyncio.TimeoutError, PlaywrightError, BrowserError) as exc:
+            except (TimeoutError, PlaywrightError, BrowserError) as exc:
                 last_error = exc
                 logger.warning("conversion attempt %d/%d failed: %r", attempt, attempts, exc)
         if isinstance(last_error, asyncio.TimeoutError):
@@ -211,7 +232,7 @@ class FrontendConverter:
         if browser is not None:
             try:
                 await asyncio.wait_for(browser.close(), 10)
-            except (asyncio.TimeoutError, PlaywrightError):
+            except (TimeoutError, PlaywrightError):
                 pass
         self.kill_sync()
 
@@ -221,7 +242,7 @@ class FrontendConverter:
             playwright, self._playwright = self._playwright, None
             try:
                 await asyncio.wait_for(playwright.stop(), 10)
-            except (asyncio.TimeoutError, PlaywrightError):
+            except (TimeoutError, PlaywrightError):
                 pass
 
     def kill_sync(self) -> None:
@@ -240,6 +261,53 @@ class FrontendConverter:
                 pass
         psutil.wait_procs(victims, timeout=3)
         self._chromium_pids.clear()
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+def _local_frontend_root() -> Path | None:
+    """The static files of the ``comfyui-frontend-package`` installed beside the worker, if any."""
+    try:
+        root = Path(str(importlib.resources.files("comfyui_frontend_package") / "static"))
+    except ModuleNotFoundError:
+        return None
+    return root if (root / "index.html").is_file() else None
+
+
+def _static_file(static_root: Path, url_path: str) -> Path | None:
+    relative = unquote(url_path).lstrip("/") or "index.html"
+    candidate = (static_root / relative).resolve()
+    if static_root.resolve() not in candidate.parents or not candidate.is_file():
+        return None
+    return candidate
+
+
+async def _route_frontend(server_address: str, static_root: Path, comfy_ready: asyncio.Event,
+                          route: Route, request: Request) -> None:
+    """Static files from disk at once; ComfyUI's API once it is up; nothing from other hosts (offline)."""
+    url = urlsplit(request.url)
+    if f"{url.scheme}://{url.netloc}" != server_address:
+        await route.abort()
+        return
+    local = _static_file(static_root, url.path) if request.method == "GET" else None
+    try:
+        if local is not None:
+            await route.fulfill(path=local)
+            return
+        await comfy_ready.wait()
+        await route.continue_()
+    except PlaywrightError:
+        pass  # the page was closed meanwhile
+
+
+async def _same_frontend(page: Page, server_address: str, static_root: Path) -> bool:
+    """Whether ComfyUI's index.html (which names every hashed asset) is the local one."""
+    response = await page.request.get(server_address + "/")
+    return response.ok and await response.body() == (static_root / "index.html").read_bytes()
 
 
 def _chromium_processes() -> set[int]:

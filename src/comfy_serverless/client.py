@@ -93,7 +93,7 @@ class ComfyClient:
                     return response.status, json.loads(text) if text else None
                 except json.JSONDecodeError:
                     return response.status, text
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._unavailable(f"{method} {path} failed: {exc!r}") from None
 
     async def get_json(self, path: str) -> Any:
@@ -135,7 +135,7 @@ class ComfyClient:
         await self._close_socket()
         try:
             self._ws = await self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._unavailable(f"websocket connection failed: {exc!r}") from None
         self._reader = asyncio.create_task(self._read(self._ws), name="comfy-ws-reader")
 
@@ -212,7 +212,7 @@ class ComfyClient:
             if timings is not None:
                 timings.update(queue=queued - started, execute=loop.time() - queued)
             return {prompt_id: entry}
-        except asyncio.TimeoutError:
+        except TimeoutError:
             stuck = not await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
             error: ComfyServerlessError = RunTimeoutError(
                 f"the prompt did not finish within {timeout_s:g} s and was interrupted"
@@ -236,7 +236,7 @@ class ComfyClient:
         while True:
             try:
                 event = await asyncio.wait_for(watch.get(), SILENCE_CHECK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 event = None
             if event is None or event is _SOCKET_CLOSED:
                 if event is _SOCKET_CLOSED:
@@ -283,7 +283,7 @@ class ComfyClient:
         try:
             await asyncio.wait_for(stopped(), grace_s)
             return True
-        except (asyncio.TimeoutError, ComfyServerlessError):
+        except (TimeoutError, ComfyServerlessError):
             return False
 
 

@@ -130,8 +130,20 @@ class ComfyConnector:
         self._state = ConnectorState.INITIALIZING
         started = time.monotonic()
         try:
-            await asyncio.gather(self._start_comfy(), self._converter.launch())
-            await self._converter.load(self.server_address)
+            self._process.spawn()
+            comfy_ready = asyncio.Event()
+
+            async def comfy() -> None:
+                await self._connect_comfy()
+                comfy_ready.set()
+
+            async def frontend() -> None:
+                await self._converter.launch()
+                await self._converter.load(self.server_address, comfy_ready)
+
+            async with asyncio.TaskGroup() as group:  # a failure of one cancels the other
+                group.create_task(comfy())
+                group.create_task(frontend())
             self.timings["frontend_ready_s"] = time.monotonic() - started
             await self._self_test()
         except BaseException as exc:
@@ -144,9 +156,8 @@ class ComfyConnector:
         logger.info("connector ready in %.2f s", self.timings["ready_s"])
         return self
 
-    async def _start_comfy(self) -> None:
-        """Spawn ComfyUI, wait for it, open the websocket and prepare the frontend's settings."""
-        self._process.spawn()
+    async def _connect_comfy(self) -> None:
+        """Wait for the spawned ComfyUI, open the websocket, load node types, prepare frontend settings."""
         client = ComfyClient(self._process.base_url, http_timeout_s=self.config.http_timeout_s,
                              is_alive=self._process.is_alive, describe_exit=self._describe_exit)
         self._client = client
@@ -281,7 +292,8 @@ class ComfyConnector:
         if self._client is not None:
             await self._client.close()
         await self._process.stop()
-        await self._start_comfy()
+        self._process.spawn()
+        await self._connect_comfy()
         await self._converter.load(self.server_address)
 
     @property

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
-class ConnectorState(str, enum.Enum):
+class ConnectorState(enum.StrEnum):
     """``uninit → initializing → ready | error``; ``ready | error → killed``."""
 
     UNINIT = "uninit"

@@ -142,7 +142,7 @@ class ComfyProcess:
                 async with session.get(url, timeout=timeout) as response:
                     if response.status == 200:
                         return time.monotonic() - started
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(config.comfy_start_attempts_sleep)
         raise ComfyStartError(

@@ -1,0 +1,116 @@
+"""handler.py end to end, as RunPod's SDK runs it: real subprocesses, real ComfyUI (test server) and Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from conftest import REAL_COMFY, connector_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def handler_env(comfy_root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_", "OUTPUT_S3"))}
+    settings = connector_settings(comfy_root, INITIAL_PORT=18600)
+    env.update({key: str(value) for key, value in settings.items()})
+    env.update(extra)
+    return env
+
+
+def run_handler(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(REPO / "handler.py"), *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_input_file_runs_and_exits_zero(comfy_root: Path) -> None:
+    result = run_handler([], handler_env(comfy_root))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Job local_test completed successfully" in output
+    assert "'kind': 'images'" in output and "'content_type': 'image/png'" in output
+
+
+def test_inline_test_input_failure_exits_one(comfy_root: Path) -> None:
+    job = {"input": {"workflow": {"1": {"class_type": "NoSuchNode", "inputs": {}}}}}
+    result = run_handler(["--test_input", json.dumps(job)], handler_env(comfy_root))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "NoSuchNode" in output
+
+
+def test_startup_failure_is_reported_and_exits_one(comfy_root: Path, tmp_path: Path) -> None:
+    if REAL_COMFY:
+        pytest.skip("uses the test server's boot fault injection")
+    env = handler_env(comfy_root, COMFY_TEST_BOOT_EXIT_CODE="3")
+    result = run_handler([], env, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "exited with code 3 during startup" in output and "Traceback" in output
+
+
+def test_partial_s3_configuration_fails_before_booting(comfy_root: Path) -> None:
+    env = handler_env(comfy_root, BUCKET_ENDPOINT_URL="http://127.0.0.1:9")
+    started = time.monotonic()
+    result = run_handler([], env, timeout=60)
+    assert result.returncode == 1
+    assert "BUCKET_ACCESS_KEY_ID" in result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def test_rp_serve_api_runs_jobs_and_cleans_up_on_sigterm(comfy_root: Path) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_port", str(port)], cwd=REPO,
+        env=handler_env(comfy_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read()[-3000:] if process.stdout else ""
+                assert time.monotonic() < deadline, "the development API did not come up"
+                time.sleep(0.5)
+        job = json.loads((REPO / "test_input.json").read_text())
+        answer = _post(f"http://127.0.0.1:{port}/runsync", job)
+        assert answer["status"] == "COMPLETED", answer
+        (image,) = answer["output"]["outputs"]
+        assert image["kind"] == "images" and image["data"]
+        bad = _post(f"http://127.0.0.1:{port}/runsync", {"input": {"workflow": 5}})
+        assert bad["status"] == "FAILED" and "input.workflow" in json.dumps(bad)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children  # ComfyUI and Chromium
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    psutil.wait_procs(children, timeout=15)
+    assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
