@@ -196,6 +196,8 @@ class ComfyClient:
         Raises PromptValidationError, ExecutionError, ExecutionInterruptedError,
         RunTimeoutError (``details["stuck"]`` tells whether ComfyUI ignored the
         interrupt) or ComfyUnavailableError. A cancelled run interrupts ComfyUI.
+        Errors of a queued prompt (and the CancelledError) carry ``history``: the
+        outputs it wrote before it stopped, for cleanup.
         """
         prompt_id = str(uuid.uuid4())
         watch: asyncio.Queue[Any] = asyncio.Queue()
@@ -225,9 +227,11 @@ class ComfyClient:
                 await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
             exc.history = tracker.partial_history()
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            # The job was cancelled (RunPod's per-job stop): stop ComfyUI too, then let the cancel go on.
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(self.interrupt(prompt_id), interrupt_grace_s))
+                await asyncio.shield(self._stop(prompt_id, watch, tracker, interrupt_grace_s))
+            cancelled.history = tracker.partial_history()  # type: ignore[attr-defined]
             raise
         finally:
             del self._watches[prompt_id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import signal
 import threading
@@ -63,6 +64,7 @@ class ComfyConnector:
         self._node_types: dict[str, Any] = {}
         self._model_folders: dict[str, list[str]] = {}
         self._run_lock = asyncio.Lock()
+        self._restarting: asyncio.Task[None] | None = None
         self.timings: dict[str, float] = {}
 
     # --- creation and state -------------------------------------------------------------------
@@ -141,9 +143,12 @@ class ComfyConnector:
                 await self._converter.launch()
                 await self._converter.load(self.server_address, comfy_ready)
 
-            async with asyncio.TaskGroup() as group:  # a failure of one cancels the other
-                group.create_task(comfy())
-                group.create_task(frontend())
+            try:
+                async with asyncio.TaskGroup() as group:  # a failure of one cancels the other
+                    group.create_task(comfy())
+                    group.create_task(frontend())
+            except BaseExceptionGroup as failed:
+                raise failed.exceptions[0] from None  # the first failure is the cause; the rest follow from it
             self.timings["frontend_ready_s"] = time.monotonic() - started
             await self._self_test()
         except BaseException as exc:
@@ -253,19 +258,34 @@ class ComfyConnector:
                     timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s,
                     interrupt_grace_s=self.config.interrupt_grace_s)
             except ComfyUnavailableError:
-                await self._try_restart("it became unavailable during a run")
+                # Fail this job now; the restart runs meanwhile and the next run waits for it.
+                self._restarting = asyncio.create_task(self._restart_comfy("it became unavailable during a run"))
                 raise
-            except ComfyServerlessError as exc:
-                if exc.history:  # files written before the failure
+            except (ComfyServerlessError, asyncio.CancelledError) as exc:
+                if getattr(exc, "history", None):  # files written before the failure
                     self.delete_outputs(exc.history)
                     await self.forget_history(list(exc.history))
-                if isinstance(exc, RunTimeoutError) and exc.details.get("stuck"):
+                if isinstance(exc, RunTimeoutError) and exc.details["stuck"]:
                     await self._restart_comfy("it did not stop after an interrupt")
                 raise
 
     # --- health -------------------------------------------------------------------------------
     async def _validate_resources(self) -> None:
-        """Make sure ComfyUI, its websocket and the browser work before a run; restart what does not."""
+        """Make sure ComfyUI, its websocket and the browser work before a run; restart what does not.
+
+        Raises ComfyUnavailableError with ``restart_failed`` when ComfyUI cannot be
+        brought back: then only a fresh worker helps.
+        """
+        try:
+            await self._ensure_comfy()
+        except ComfyServerlessError as exc:
+            raise ComfyUnavailableError(f"ComfyUI is down and could not be restarted: {exc}",
+                                        restart_failed=True) from None
+
+    async def _ensure_comfy(self) -> None:
+        restarting, self._restarting = self._restarting, None
+        if restarting is not None:
+            await restarting
         client = self._require_client()
         if not self._process.is_alive():
             await self._restart_comfy(f"it exited ({self._describe_exit()})")
@@ -279,12 +299,6 @@ class ComfyConnector:
             return
         if not client.socket_open:
             await client.connect_socket()
-
-    async def _try_restart(self, reason: str) -> None:
-        try:
-            await self._restart_comfy(reason)
-        except ComfyServerlessError as exc:
-            logger.error("restarting ComfyUI failed: %s", exc)
 
     async def _restart_comfy(self, reason: str) -> None:
         """One ComfyUI, on a freshly chosen port, with the frontend reloaded against it."""
@@ -310,7 +324,7 @@ class ComfyConnector:
 
     @property
     def healthy(self) -> bool:
-        return self._state is ConnectorState.READY and self._process.is_alive()
+        return self._state is ConnectorState.READY and (self._process.is_alive() or self._restarting is not None)
 
     # --- files --------------------------------------------------------------------------------
     async def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
@@ -376,6 +390,11 @@ class ComfyConnector:
         creating = type(self)._creating
         if creating is not None and not creating.done() and type(self)._instance is self:
             creating.cancel()
+        restarting, self._restarting = self._restarting, None
+        if restarting is not None:
+            restarting.cancel()
+            with contextlib.suppress(BaseException):
+                await restarting
         if self._client is not None:
             await self._client.close()
         await self._converter.close()

@@ -63,8 +63,8 @@ class JobRunner:
             result = await self._run(state, raw_input, progress)
         except ComfyServerlessError as exc:
             result = exc.to_dict()
-            if isinstance(exc, ComfyUnavailableError) and not self._connector.healthy:
-                result["refresh_worker"] = True
+            if isinstance(exc, ComfyUnavailableError) and exc.details.get("restart_failed"):
+                result["refresh_worker"] = True  # ComfyUI cannot come back here; RunPod gives a fresh worker
         finally:
             cleanup_started = time.monotonic()
             await asyncio.shield(self._cleanup(state))
