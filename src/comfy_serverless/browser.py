@@ -15,6 +15,7 @@ import collections
 import copy
 import functools
 import importlib.resources
+import json
 import logging
 import os
 import shutil
@@ -48,9 +49,11 @@ _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && 
 # with placeholders and graphToPrompt would drop them from the prompt. (The renames are
 # the ones loadGraphData itself applies to legacy type names.) Each load opens a temporary
 # workflow tab in the frontend's store; it is closed again so a long-lived page does not
-# accumulate thousands of them.
+# accumulate thousands of them. Workflow and prompt cross as JSON text: Playwright's own
+# serialisation of a large object costs ~20 ms each way, JSON.parse well under one.
 _CONVERT_JS = """
-async (workflow) => {
+async (workflowJson) => {
+  const workflow = JSON.parse(workflowJson);
   const renamed = {T2IAdapterLoader: "ControlNetLoader", "ConditioningAverage ": "ConditioningAverage",
                    SDV_img2vid_Conditioning: "SVD_img2vid_Conditioning"};
   const registered = window.LiteGraph.registered_node_types;
@@ -63,13 +66,13 @@ async (workflow) => {
       if (type !== null && !(type in registered) && !subgraphIds.has(type)) missing.add(node.type);
     }
   }
-  if (missing.size) return {missing: [...missing]};
+  if (missing.size) return JSON.stringify({missing: [...missing]});
   const store = window.app.extensionManager.workflow;
   try {
     await window.app.loadGraphData(workflow, true, true, null,
       {showMissingNodesDialog: false, showMissingModelsDialog: false});
     const {output} = await window.app.graphToPrompt();
-    return {output};
+    return JSON.stringify({output});
   } finally {
     if (store.activeWorkflow) await store.closeWorkflow(store.activeWorkflow);
   }
@@ -204,8 +207,8 @@ class FrontendConverter:
     async def _convert_once(self, workflow: dict[str, Any]) -> dict[str, Any]:
         assert self._page is not None
         try:
-            result = await asyncio.wait_for(self._page.evaluate(_CONVERT_JS, workflow),
-                                            self._config.convert_timeout_s)
+            result = json.loads(await asyncio.wait_for(self._page.evaluate(_CONVERT_JS, json.dumps(workflow)),
+                                                       self._config.convert_timeout_s))
         except PlaywrightError as exc:
             if self._page.is_closed() or not self.healthy:
                 raise
