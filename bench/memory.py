@@ -1,0 +1,81 @@
+"""Peak memory of the worker process, its Chromium (all processes) and ComfyUI.
+
+Chromium is many processes sharing pages; adding their RSS counts shared pages many
+times over. PSS (proportional set size) splits each shared page among its users, so the
+sum is what the processes really cost. Both are reported.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import psutil
+
+from comfy_serverless import ComfyConnector
+
+from .common import Figure, Report
+
+MB = 1024 * 1024
+
+
+def _tree(pid: int | None) -> list[psutil.Process]:
+    if pid is None:
+        return []
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _measure(processes: list[psutil.Process]) -> tuple[int, int]:
+    rss = pss = 0
+    for process in processes:
+        try:
+            info = process.memory_full_info()
+        except psutil.Error:
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
+
+
+class MemorySampler:
+    """Samples every ``interval_s`` in a thread and keeps the peaks."""
+
+    def __init__(self, connector: ComfyConnector, interval_s: float = 0.25) -> None:
+        self._connector = connector
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.peaks: dict[str, tuple[int, int]] = {}
+
+    def sample(self) -> None:
+        groups = {
+            "worker": [psutil.Process()],
+            "chromium": [p for pid in self._connector._converter._chromium_pids for p in _tree(pid)],
+            "comfyui": _tree(self._connector.comfy_pid),
+        }
+        for name, processes in groups.items():
+            rss, pss = _measure(processes)
+            old = self.peaks.get(name, (0, 0))
+            self.peaks[name] = (max(old[0], rss), max(old[1], pss))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, report: Report) -> None:
+        for name, (rss, pss) in self.peaks.items():
+            report.add(Figure(f"peak memory: {name} (PSS)", pss / MB, "MB", extra={"rss_mb": rss / MB}))
+        worker_and_browser = (self.peaks["worker"][1] + self.peaks["chromium"][1]) / MB
+        report.add(Figure("peak memory: worker + Chromium (PSS)", worker_and_browser, "MB", target="<= 400 MB",
+                          met=worker_and_browser <= 400))
