@@ -7,10 +7,9 @@ import json
 import time
 from typing import Any
 
-from ui_workflows import chain, empty_image, invert, large_chain, save_image
-
 from comfy_serverless import ComfyConnector
 from comfy_serverless.browser import _APP_READY_JS, _CONVERT_JS
+from ui_workflows import chain, empty_image, invert, large_chain, save_image
 
 from .common import REPO, Figure, Report, median, percentile
 

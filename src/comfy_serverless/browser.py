@@ -159,12 +159,13 @@ class FrontendConverter:
                 await page.route("**/*", functools.partial(_route_frontend, server_address, static_root, ready))
             await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await ready.wait()
-            if static_root is not None and not await _same_frontend(page, server_address, static_root):
-                logger.warning("ComfyUI serves another frontend build than the worker's; loading it from ComfyUI")
-                await page.unroute_all()
-                await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
+            if static_root is not None:
+                # Interception costs a round trip per request: once ComfyUI answers, it serves the rest.
+                await page.unroute_all(behavior="wait")
+                if not await _same_frontend(page, server_address, static_root):
+                    logger.warning("ComfyUI serves another frontend build than the worker's; reloading from it")
+                    await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
-            await page.unroute_all(behavior="ignoreErrors")
         except PlaywrightError as exc:
             await page.close()
             raise BrowserError(f"ComfyUI's frontend did not load from {server_address}: "

@@ -1,0 +1,41 @@
+# Local development. The two entry points:
+#
+#   make run    prepare what is missing (venv, Chromium, ComfyUI), then run the worker once on
+#               test_input.json. ARGS are passed to handler.py, e.g. ARGS=--rp_serve_api.
+#               COMFYUI_PATH=/path/to/ComfyUI uses that ComfyUI (API_COMMAND_LINE or
+#               COMFY_PYTHON say how to start it); otherwise the pinned ComfyUI is cloned
+#               into .comfyui/ with CPU torch in .comfyui-venv/.
+#   make test   prepare the venv and Chromium, then run the test suite against the test
+#               server; with COMFYUI_PATH set, run it again against that real ComfyUI.
+#               ARGS are passed to pytest, e.g. ARGS="-k connector -x".
+#
+# Both are idempotent: a second run installs nothing. builder/local_setup.sh does the work.
+
+SETUP := bash builder/local_setup.sh
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint venv chromium comfyui
+
+help:
+	@sed -n '/^#   make run/,/^# Both/s/^# \{0,1\}//p' Makefile
+	@echo "helpers: make lint | venv | chromium | comfyui"
+
+run:
+	@$(SETUP) run $(ARGS)
+
+test:
+	@$(SETUP) test $(ARGS)
+
+# Helpers.
+lint:
+	@$(SETUP) lint
+
+venv:
+	@$(SETUP) venv
+
+chromium:
+	@$(SETUP) chromium
+
+comfyui:
+	@$(SETUP) comfyui

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Local development: prepare what is missing, then run the worker or the tests.
+# Called by the Makefile (`make run`, `make test`, `make lint`); every step is skipped
+# when its stamp says it is already done, so a second run costs well under a second.
+#
+#   local_setup.sh run  [handler.py args]   venv + Chromium + ComfyUI, then python handler.py
+#   local_setup.sh test [pytest args]       venv + Chromium, then pytest (twice with COMFYUI_PATH)
+#   local_setup.sh lint                     venv, then ruff, hadolint and bash -n
+#   local_setup.sh venv | chromium | comfyui
+#
+# Environment:
+#   PYTHON            interpreter that creates the venvs (default python3; 3.11 or newer)
+#   COMFYUI_PATH      an existing ComfyUI to use; otherwise `run` clones the pinned one into .comfyui/
+#   API_COMMAND_LINE  how to start that ComfyUI (default: "$COMFY_PYTHON main.py --cpu")
+#   COMFY_PYTHON      the Python of an existing COMFYUI_PATH (default python3)
+#   COMFYUI_REF       ComfyUI version for .comfyui/ (default: the Dockerfile's COMFYUI_REF)
+#   TORCH_SPEC        pip arguments for torch in .comfyui-venv (default: CPU wheels)
+#   CHROMIUM_EXECUTABLE  a Chromium to use instead of the system's or Playwright's
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PYTHON=${PYTHON:-python3}
+VENV=$ROOT/.venv
+COMFY_DIR=$ROOT/.comfyui
+COMFY_VENV=$ROOT/.comfyui-venv
+# One source of truth for the ComfyUI version: the Dockerfile's build arguments.
+dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile" | head -n 1 | tr -d '"'; }
+COMFYUI_REPO=${COMFYUI_REPO:-$(dockerfile_arg COMFYUI_REPO)}
+COMFYUI_REF=${COMFYUI_REF:-$(dockerfile_arg COMFYUI_REF)}
+TORCH_SPEC=${TORCH_SPEC:-"$(dockerfile_arg TORCH_PACKAGES) --index-url https://download.pytorch.org/whl/cpu"}
+
+log() { echo "local_setup: $*" >&2; }
+die() { echo "local_setup: error: $*" >&2; exit 1; }
+
+fingerprint() {  # sha256 of the given strings and files' contents
+    local item
+    {
+        printf '%s\n' "$@"
+        for item in "$@"; do
+            if [[ -f $item ]]; then cat "$item"; fi
+        done
+    } | sha256sum | cut -d' ' -f1
+}
+
+check_python() {
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11+ or set PYTHON"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "$PYTHON is $("$PYTHON" -V 2>&1); the worker needs Python 3.11 or newer (set PYTHON)"
+    "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+        || die "$PYTHON cannot create virtual environments; install python3-venv (apt-get install python3-venv)"
+}
+
+# .venv with builder/requirements-dev.txt and the worker installed editable.
+ensure_venv() {
+    local stamp=$VENV/.setup-stamp key
+    key=$(fingerprint builder/requirements.txt builder/requirements-dev.txt pyproject.toml)
+    if [[ -x $VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
+        return
+    fi
+    if [[ ! -x $VENV/bin/python ]]; then
+        check_python
+        log "creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    log "installing builder/requirements-dev.txt into $VENV"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r builder/requirements-dev.txt \
+        || die "installing builder/requirements-dev.txt failed (see above)"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
+        || die "installing the worker (pip install -e .) failed (see above)"
+    echo "$key" > "$stamp"
+}
+
+# A Chromium the worker and the tests can launch: CHROMIUM_EXECUTABLE, a system one, or Playwright's.
+ensure_chromium() {
+    local stamp=$VENV/.chromium-stamp name path
+    if [[ -n ${CHROMIUM_EXECUTABLE:-} ]]; then
+        [[ -x $CHROMIUM_EXECUTABLE ]] || die "CHROMIUM_EXECUTABLE=$CHROMIUM_EXECUTABLE is not an executable file"
+        return
+    fi
+    for name in chromium chromium-browser google-chrome; do
+        command -v "$name" >/dev/null && return
+    done
+    if [[ -f $stamp ]] && [[ -x $(<"$stamp") ]]; then
+        return
+    fi
+    log "no system Chromium; downloading Playwright's (playwright install chromium)"
+    if ! "$VENV/bin/playwright" install --no-shell chromium; then
+        die "no Chromium: none on PATH and Playwright's download failed. Install one, e.g.
+    sudo apt-get install chromium        (Debian; Ubuntu: chromium-browser)
+or  $VENV/bin/playwright install --with-deps chromium
+or set CHROMIUM_EXECUTABLE to a Chromium/Chrome binary"
+    fi
+    path=$("$VENV/bin/python" -c \
+        'from playwright.sync_api import sync_playwright as s; p = s().start(); print(p.chromium.executable_path); p.stop()')
+    [[ -x $path ]] || die "Playwright installed Chromium, but $path is not executable"
+    echo "$path" > "$stamp"
+}
+
+# A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv.
+# Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
+ensure_comfyui() {
+    local python_q
+    if [[ -n ${COMFYUI_PATH:-} ]]; then
+        [[ -f $COMFYUI_PATH/main.py ]] || die "COMFYUI_PATH=$COMFYUI_PATH has no main.py; is it a ComfyUI checkout?"
+        export COMFYUI_PATH
+        export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
+        return
+    fi
+    local stamp=$COMFY_VENV/.setup-stamp key
+    key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_SPEC")
+    if ! [[ -f $COMFY_DIR/main.py && -x $COMFY_VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
+        if [[ ! -d $COMFY_DIR/.git ]]; then
+            log "cloning ComfyUI $COMFYUI_REF into $COMFY_DIR"
+            git clone --quiet --filter=blob:none "$COMFYUI_REPO" "$COMFY_DIR" \
+                || die "cloning $COMFYUI_REPO failed; without network access, point COMFYUI_PATH at an existing ComfyUI"
+        fi
+        if ! git -C "$COMFY_DIR" rev-parse --verify --quiet "$COMFYUI_REF^{commit}" >/dev/null; then
+            git -C "$COMFY_DIR" fetch --quiet --tags origin || die "fetching $COMFYUI_REPO failed"
+        fi
+        git -C "$COMFY_DIR" -c advice.detachedHead=false checkout --quiet --detach "$COMFYUI_REF" \
+            || die "ComfyUI ref $COMFYUI_REF not found (or $COMFY_DIR has local changes)"
+        if [[ ! -x $COMFY_VENV/bin/python ]]; then
+            check_python
+            log "creating $COMFY_VENV"
+            "$PYTHON" -m venv "$COMFY_VENV"
+        fi
+        log "installing torch ($TORCH_SPEC) and ComfyUI's requirements into $COMFY_VENV"
+        # TORCH_SPEC is a list of pip arguments: split on purpose.
+        # shellcheck disable=SC2086
+        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q $TORCH_SPEC \
+            || die "installing torch failed (TORCH_SPEC=$TORCH_SPEC)"
+        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$COMFY_DIR/requirements.txt" \
+            || die "installing ComfyUI's requirements failed"
+        echo "$key" > "$stamp"
+    fi
+    export COMFYUI_PATH=$COMFY_DIR
+    printf -v python_q '%q' "$COMFY_VENV/bin/python"
+    export API_COMMAND_LINE=${API_COMMAND_LINE:-"$python_q main.py --cpu"}
+}
+
+cmd_run() {
+    ensure_venv
+    ensure_chromium
+    ensure_comfyui
+    log "COMFYUI_PATH=$COMFYUI_PATH API_COMMAND_LINE=$API_COMMAND_LINE"
+    exec "$VENV/bin/python" handler.py "$@"
+}
+
+cmd_test() {
+    ensure_venv
+    ensure_chromium
+    local status=0
+    log "pytest against the test server"
+    (unset COMFYUI_PATH API_COMMAND_LINE; exec "$VENV/bin/python" -m pytest -q "$@") || status=$?
+    if [[ -n ${COMFYUI_PATH:-} ]]; then
+        [[ -f $COMFYUI_PATH/main.py ]] || die "COMFYUI_PATH=$COMFYUI_PATH has no main.py; is it a ComfyUI checkout?"
+        export COMFYUI_PATH
+        export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
+        log "pytest against the real ComfyUI in $COMFYUI_PATH ($API_COMMAND_LINE)"
+        "$VENV/bin/python" -m pytest -q "$@" || status=$?
+    fi
+    return "$status"
+}
+
+cmd_lint() {
+    ensure_venv
+    local status=0
+    "$VENV/bin/ruff" check . || status=1
+    "$VENV/bin/hadolint" Dockerfile || status=1
+    for script in builder/*.sh; do
+        bash -n "$script" || status=1
+    done
+    return "$status"
+}
+
+case ${1:-} in
+    run) shift; cmd_run "$@" ;;
+    test) shift; cmd_test "$@" ;;
+    lint) shift; cmd_lint ;;
+    venv) ensure_venv ;;
+    chromium) ensure_venv; ensure_chromium ;;
+    comfyui) ensure_comfyui; echo "COMFYUI_PATH=$COMFYUI_PATH"; echo "API_COMMAND_LINE=$API_COMMAND_LINE" ;;
+    *) die "usage: $0 run|test|lint|venv|chromium|comfyui [args]" ;;
+esac

