@@ -39,7 +39,8 @@ def test_input_file_runs_and_exits_zero(comfy_root: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Job local_test completed successfully" in output
-    assert "'kind': 'images'" in output and "'content_type': 'image/png'" in output
+    assert "Unclosed" not in output  # stopped in order at exit
+    assert [p for p in (comfy_root / "output").rglob("*") if p.is_file()] == []  # cleaned up
 
 
 def test_inline_test_input_failure_exits_one(comfy_root: Path) -> None:

@@ -58,7 +58,7 @@ class JobRunner:
     async def run(self, job_id: str, raw_input: object, progress: ProgressSink | None = None) -> dict[str, Any]:
         """The job's result: outputs on success, ``{"error": ...}`` on failure. Never raises but CancelledError."""
         started = time.monotonic()
-        state = _JobState(job_id=job_id, scratch=self._config.scratch_path / "jobs" / uuid.uuid4().hex)
+        state = _JobState(job_id=job_id, scratch=self._config.scratch_path / f"job-{uuid.uuid4().hex}")
         try:
             result = await self._run(state, raw_input, progress)
         except ComfyServerlessError as exc:
@@ -135,7 +135,7 @@ class JobRunner:
         state.scratch.mkdir(parents=True, exist_ok=True)
         downloads = [state.scratch / f"{index}-{spec.name}".replace("/", "_") for index, spec in enumerate(inputs)]
         await fetch_all(list(zip(inputs, downloads, strict=True)), storage=self._storage, config=self._config)
-        job_folder = f"job-{state.scratch.name[:12]}"
+        job_folder = state.scratch.name[:16]  # "job-" and 12 hex digits: private to this job
         references: dict[str, str] = {}
         for spec, download in zip(inputs, downloads, strict=True):
             subfolder, original = _placement(spec, job_folder)

@@ -12,6 +12,7 @@ SDK's task cancels the job on the worker loop, which interrupts ComfyUI.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
@@ -40,6 +41,7 @@ class Worker:
         """Validate storage settings, boot ComfyUI and Chromium and run the self-test; raises if any fails."""
         storage = S3Storage.from_config(self.config)  # a partial S3 setup fails here, before ComfyUI boots
         ComfyConnector.install_exit_hooks()  # signal handlers can only be set from the main thread
+        atexit.register(self.stop)  # runs before the connector's synchronous hook: a graceful stop first
         self._thread.start()
         self.connector = self.call_blocking(ComfyConnector.create(self._config_path))
         self._runner = JobRunner(self.connector, self.config, storage)
@@ -61,8 +63,15 @@ class Worker:
             raise RuntimeError("Worker.start() has not been called")
         return await self.call(self._runner.run(str(job.get("id", "local")), job.get("input"), progress))
 
-    def stop(self) -> None:
-        if self.connector is not None:
-            self.call_blocking(self.connector.kill_api())
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop ComfyUI and Chromium on the worker loop, then the loop. Idempotent."""
+        connector, self.connector = self.connector, None
+        if not self._thread.is_alive():
+            return
+        if connector is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(connector.kill_api(), self._loop).result(timeout_s)
+            except (concurrent.futures.TimeoutError, RuntimeError):
+                pass  # the synchronous exit hook of the connector still kills what is left
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
