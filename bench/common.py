@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the UI workflow builders and the test server live there
 
 REAL_COMFY = bool(os.environ.get("COMFYUI_PATH"))
 

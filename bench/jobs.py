@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -82,17 +83,19 @@ async def overhead(report: Report, connector: ComfyConnector, runner: JobRunner,
     report.add(Figure("per job: overhead added (median)", added, "ms", target="<= 10 ms", met=added <= 10))
 
 
-async def s3_transfer(report: Report, runner: JobRunner, storage: Any, bucket: str, count: int) -> None:
+async def s3_transfer(report: Report, runner: JobRunner, client: Any, bucket: str, count: int) -> None:
     """The job's fetch + upload time against raw boto3 get + put of the same 1 MB objects."""
-    import asyncio
     data = png_bytes(1024 * 1024, noise=True)
-    client = storage.client
     client.put_object(Bucket=bucket, Key="bench/in.png", Body=data)
+
+    def raw_round_trip(index: int) -> None:
+        body = client.get_object(Bucket=bucket, Key="bench/in.png")["Body"].read()
+        client.put_object(Bucket=bucket, Key=f"bench/raw-{index}.png", Body=body, ContentType="image/png")
+
     raw, ours = [], []
     for index in range(count):
         started = time.perf_counter()
-        body = await asyncio.to_thread(lambda: client.get_object(Bucket=bucket, Key="bench/in.png")["Body"].read())
-        await asyncio.to_thread(client.put_object, Bucket=bucket, Key=f"bench/raw-{index}.png", Body=body)
+        await asyncio.to_thread(raw_round_trip, index)
         raw.append(time.perf_counter() - started)
         job = {"workflow": trivial_prompt("in.png", f"s3bench{index}"),
                "inputs": [{"source": f"s3://{bucket}/bench/in.png"}],

@@ -104,8 +104,8 @@ def _set_no_auth_count(endpoint: str, count: str) -> None:
         assert response.status == 200
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+@contextmanager
+def moto_server() -> Iterator[S3Server]:
     """moto's S3 (server mode) on a free loopback port, with a bucket and enforced credentials."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -124,3 +124,10 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The session's S3 server (see :func:`moto_server`)."""
+    with moto_server() as server:
+        yield server

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 from .config import Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
+from .inputs import url_problem
 from .storage import parse_s3_uri
 from .workflow import WorkflowFormat, detect_format, parse_workflow
 
@@ -35,7 +36,6 @@ OutputMode = Literal["s3", "inline", "default"]
 
 MAX_TIMEOUT_S = 86400
 MAX_PRESIGN_EXPIRES_S = 604800  # 7 days, the SigV4 limit
-MAX_URL_LENGTH = 8192
 #: A payload with thousands of bad entries must not produce a result of megabytes of problems.
 MAX_PROBLEMS = 100
 _SHOWN_CHARS = 60
@@ -52,7 +52,6 @@ _DATA_URI_RE = re.compile(rf"data:(?P<mime>{_MIME_TOKEN}/{_MIME_TOKEN})(?:;{_MIM
                           re.IGNORECASE)
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _WHITESPACE_RE = re.compile(r"\s+")
-_URL_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 _SUBTYPE_AS_EXTENSION_RE = re.compile(r"[a-z0-9]{1,10}")
 #: Types whose subtype is not the usual file extension; others use the subtype (``image/png`` -> ``png``).
 _MIME_EXTENSIONS = {
@@ -389,21 +388,10 @@ def _s3_source(uri: str, index: int) -> _Source:
 
 def _url_source(url: str, index: int) -> _Source:
     """A syntactically sound http(s) URL; whether its host may be reached is decided when it is fetched."""
-    if len(url) > MAX_URL_LENGTH:
-        raise ValueError(f"is longer than {MAX_URL_LENGTH} characters")
-    if _URL_FORBIDDEN_RE.search(url):
-        raise ValueError("must not contain whitespace or control characters (percent-encode them)")
-    try:
-        parts = urlsplit(url)
-        has_credentials = parts.username is not None or parts.password is not None
-        hostname, _ = parts.hostname, parts.port
-    except ValueError:
-        raise ValueError("is not a valid URL (malformed host or port)") from None
-    if has_credentials:
-        raise ValueError("must not contain credentials (user:password@); use a presigned or tokenised URL")
-    if not hostname:
-        raise ValueError("names no host (expected http(s)://host/path)")
-    return _Source("url", url, unquote(parts.path.rsplit("/", 1)[-1]))
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(problem)
+    return _Source("url", url, unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
 
 
 def _data_source(uri: str, index: int) -> _Source:
