@@ -34,13 +34,18 @@ def run_handler(args: list[str], env: dict[str, str], timeout: float = 240) -> s
                           capture_output=True, timeout=timeout)
 
 
+def output_files(comfy_root: Path) -> list[Path]:
+    return sorted(p for p in (comfy_root / "output").rglob("*") if p.is_file())
+
+
 def test_input_file_runs_and_exits_zero(comfy_root: Path) -> None:
+    before = output_files(comfy_root)
     result = run_handler([], handler_env(comfy_root))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Job local_test completed successfully" in output
     assert "Unclosed" not in output  # stopped in order at exit
-    assert [p for p in (comfy_root / "output").rglob("*") if p.is_file()] == []  # cleaned up
+    assert output_files(comfy_root) == before  # cleaned up
 
 
 def test_inline_test_input_failure_exits_one(comfy_root: Path) -> None:
