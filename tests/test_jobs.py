@@ -100,6 +100,19 @@ async def test_worker_comfyui_images_form(runner: JobRunner) -> None:
     assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) == (1, 2, 3)
 
 
+async def test_the_same_job_dict_runs_twice(runner: JobRunner) -> None:
+    """The worker edits a copy of the prompt (input references, overrides), never the caller's job."""
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "again.png"}},
+           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "again"}}}
+    job = {"workflow": api, "inputs": [{"source": data_uri(png((7, 7, 7))), "name": "again.png"}],
+           "overrides": {"2": {"filename_prefix": "again2"}}}
+    snapshot = json.dumps(job)
+    for _ in range(2):
+        result = await runner.run("job-again", job)
+        assert "error" not in result, result
+    assert json.dumps(job) == snapshot
+
+
 async def test_job_input_as_json_string(runner: JobRunner) -> None:
     job = invert_job(inputs=[{"source": data_uri(png((0, 0, 0))), "name": "photo.png"}])
     result = await runner.run("job-string", json.dumps(job))

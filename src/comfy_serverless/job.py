@@ -11,6 +11,7 @@ removes the job's inputs, outputs, previews and scratch files.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import shutil
 import time
@@ -87,7 +88,7 @@ class JobRunner:
             if spec.workflow_format == "ui":
                 prompt = await self._connector.get_prompt_from_workflow(spec.workflow)
             else:
-                prompt = spec.workflow
+                prompt = copy.deepcopy(spec.workflow)  # edited below; the caller's job stays as it was
         apply_overrides(prompt, spec.overrides, self._connector.node_types)
         rewrite_references(prompt, references)
 
