@@ -51,9 +51,10 @@ class MemorySampler:
         self.peaks: dict[str, tuple[int, int]] = {}
 
     def sample(self) -> None:
+        chromium = {p.pid: p for pid in self._connector._converter._chromium_pids for p in _tree(pid)}
         groups = {
             "worker": [psutil.Process()],
-            "chromium": [p for pid in self._connector._converter._chromium_pids for p in _tree(pid)],
+            "chromium": list(chromium.values()),  # each process once, though it is in several trees
             "comfyui": _tree(self._connector.comfy_pid),
         }
         for name, processes in groups.items():

@@ -136,8 +136,7 @@ class ComfyConnector:
             comfy_ready = asyncio.Event()
 
             async def comfy() -> None:
-                await self._connect_comfy()
-                comfy_ready.set()
+                await self._connect_comfy(comfy_ready)
 
             async def frontend() -> None:
                 await self._converter.launch()
@@ -161,14 +160,21 @@ class ComfyConnector:
         logger.info("connector ready in %.2f s", self.timings["ready_s"])
         return self
 
-    async def _connect_comfy(self) -> None:
-        """Wait for the spawned ComfyUI, open the websocket, load node types, prepare frontend settings."""
+    async def _connect_comfy(self, frontend_may_start: asyncio.Event | None = None) -> None:
+        """Wait for the spawned ComfyUI, prepare the frontend's settings, open the websocket, load node types.
+
+        ``frontend_may_start`` is set as soon as the settings are in place (the
+        frontend reads them first), so the frontend's own requests do not wait
+        for ours.
+        """
         client = ComfyClient(self._process.base_url, http_timeout_s=self.config.http_timeout_s,
                              is_alive=self._process.is_alive, describe_exit=self._describe_exit)
         self._client = client
         self.timings["comfy_ready_s"] = await self._process.wait_ready(client.session)
-        await asyncio.gather(client.connect_socket(), self._load_node_types(),
-                             client.request("POST", "/settings", FRONTEND_SETTINGS))
+        await client.request("POST", "/settings", FRONTEND_SETTINGS)
+        if frontend_may_start is not None:
+            frontend_may_start.set()
+        await asyncio.gather(client.connect_socket(), self._load_node_types())
 
     async def _load_node_types(self) -> None:
         client = self._require_client()

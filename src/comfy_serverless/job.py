@@ -29,7 +29,7 @@ from .inputs import fetch_all
 from .jobspec import InputSpec, JobSpec, parse_job_input
 from .outputs import collect_outputs, inline_outputs, upload_outputs
 from .storage import S3Storage, parse_s3_uri
-from .workflow import RUN_TOKEN_INPUT, Prompt
+from .workflow import RUN_TOKEN_INPUT, Prompt, check_api_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -81,15 +81,18 @@ class JobRunner:
     async def _run(self, state: _JobState, raw_input: object, progress: ProgressSink | None) -> dict[str, Any]:
         spec = parse_job_input(raw_input, self._config)
         destination = self._output_destination(spec)
+        self._check_model_folders(spec.inputs)
 
-        with _timer(state, "fetch"):
-            references = await self._fetch_inputs(state, spec.inputs)
+        # The prompt and its overrides are checked before any input is fetched: a typo costs no download.
         with _timer(state, "convert"):
             if spec.workflow_format == "ui":
                 prompt = await self._connector.get_prompt_from_workflow(spec.workflow)
             else:
                 prompt = copy.deepcopy(spec.workflow)  # edited below; the caller's job stays as it was
+                check_api_prompt(prompt, self._connector.node_types)  # before overrides walk its nodes
         apply_overrides(prompt, spec.overrides, self._connector.node_types)
+        with _timer(state, "fetch"):
+            references = await self._fetch_inputs(state, spec.inputs)
         rewrite_references(prompt, references)
 
         extra_data: dict[str, Any] = {}
@@ -128,6 +131,18 @@ class JobRunner:
             raise StorageError("output.s3_uri needs S3 credentials: set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID "
                                "and BUCKET_SECRET_ACCESS_KEY (or the AWS credential chain)")
         return parse_s3_uri(uri, require_key=False)
+
+    def _check_model_folders(self, inputs: tuple[InputSpec, ...]) -> None:
+        """A ``models`` input's subfolder must name a model folder this ComfyUI knows; checked before fetching."""
+        problems = []
+        for spec in inputs:
+            if spec.folder_type == "models":
+                try:
+                    self._connector._model_folder(spec.subfolder)
+                except ValueError as exc:
+                    problems.append(f"{spec.field}.subfolder: {exc}")
+        if problems:
+            raise JobInputError(problems)
 
     async def _fetch_inputs(self, state: _JobState, inputs: tuple[InputSpec, ...]) -> dict[str, str]:
         """Download every input, place it in a folder private to this job; old reference -> new reference."""
@@ -180,7 +195,7 @@ def apply_overrides(prompt: Prompt, overrides: dict[str, dict[str, Any]], node_t
     problems: list[str] = []
     for target, values in overrides.items():
         node_ids = [target] if target in prompt else [
-            node_id for node_id, node in prompt.items() if (node.get("_meta") or {}).get("title") == target]
+            node_id for node_id, node in prompt.items() if _title(node) == target]
         if not node_ids:
             problems.append(f"input.overrides.{target}: no node has this id or title")
             continue
@@ -197,6 +212,11 @@ def apply_overrides(prompt: Prompt, overrides: dict[str, dict[str, Any]], node_t
             node.setdefault("inputs", {})[name] = value
     if problems:
         raise JobInputError(problems)
+
+
+def _title(node: dict[str, Any]) -> object:
+    meta = node.get("_meta")
+    return meta.get("title") if isinstance(meta, dict) else None  # _meta is free-form in a user's prompt
 
 
 def _declared_inputs(spec: dict[str, Any]) -> set[str]:

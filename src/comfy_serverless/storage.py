@@ -129,9 +129,9 @@ class S3Storage:
     async def download(self, bucket: str, key: str, destination: Path, *, max_bytes: int) -> int:
         """Stream ``s3://bucket/key`` to ``destination``; the number of bytes written.
 
-        The size is checked twice: against the HEAD's ContentLength before any
-        byte is transferred, and while streaming (the object may change in
-        between). On failure or cancellation the partial file is deleted.
+        The size is checked twice: against the response's ContentLength before
+        any byte of the body is read, and while streaming (a server may not tell
+        the truth). On failure or cancellation the partial file is deleted.
         """
         abandoned = threading.Event()
         try:
@@ -144,9 +144,13 @@ class S3Storage:
         uri = f"s3://{bucket}/{key}"
         created = False
         try:
-            head = self._client.head_object(Bucket=bucket, Key=key)
-            _check_size(uri, int(head["ContentLength"]), max_bytes, complete=True)
-            body = self._client.get_object(Bucket=bucket, Key=key)["Body"]
+            response = self._client.get_object(Bucket=bucket, Key=key)  # one request: no HEAD first
+            body = response["Body"]
+            try:
+                _check_size(uri, int(response["ContentLength"]), max_bytes, complete=True)
+            except StorageError:
+                body.close()
+                raise
             written = 0
             with closing(body), destination.open("wb") as out:
                 created = True
@@ -169,11 +173,14 @@ class S3Storage:
         return written
 
     async def upload(self, path: Path, bucket: str, key: str, *, content_type: str) -> None:
-        """Upload a file, in concurrent parts above 8 MiB; a :class:`StorageError` names the destination."""
+        """Upload a file, in concurrent parts above 8 MiB; a :class:`StorageError` names the destination.
+
+        Below the multipart threshold a single PUT streams the file: the transfer
+        manager's thread pool and futures cost more than the request itself there.
+        """
         uri = f"s3://{bucket}/{key}"
         try:
-            await asyncio.to_thread(self._client.upload_file, str(path), bucket, key,
-                                    ExtraArgs={"ContentType": content_type}, Config=self._transfer)
+            await asyncio.to_thread(self._upload, path, bucket, key, content_type)
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             cause = _unwrap_upload_error(exc)
             raise StorageError(f"could not upload {path.name} to {uri}: {self._error(cause, uri).message}",
@@ -181,6 +188,14 @@ class S3Storage:
         except OSError as exc:
             raise StorageError(f"could not upload {path} to {uri}: {exc.strerror or exc}", uri=uri) from exc
         logger.debug("uploaded %s to %s", path, uri)
+
+    def _upload(self, path: Path, bucket: str, key: str, content_type: str) -> None:
+        if path.stat().st_size >= MULTIPART_THRESHOLD_BYTES:
+            self._client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": content_type},
+                                     Config=self._transfer)
+            return
+        with path.open("rb") as body:
+            self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     def presign(self, bucket: str, key: str, expires_s: int) -> str:
         """A presigned GET URL; computed locally, no request is made."""
