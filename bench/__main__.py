@@ -57,6 +57,8 @@ async def main(args: argparse.Namespace) -> Report:
                 print(f"soak ({args.soak} jobs) …", flush=True)
                 await jobs.soak(report, connector, runner, args.soak, sampler)
         sampler.report(report)
+        if "conversion" in args.only:
+            await conversion.against_fresh_context(report, connector, args.conversions)
     finally:
         await connector.kill_api()
     return report

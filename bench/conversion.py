@@ -61,10 +61,6 @@ async def run(report: Report, connector: ComfyConnector, count: int) -> None:
                           met=p50 <= 100 if is_default else None, extra={"p95_ms": p95}))
         report.add(Figure(f"conversion p95, {name}", p95, "ms"))
     default = workflows()[default_name]
-    warm = median(await warm_samples(connector, default, count, "versus-fresh")) * 1000
-    fresh = median(await fresh_context_samples(connector, default, max(3, count // 10))) * 1000
-    report.add(Figure("conversion, warm page vs fresh context (default)", warm, "ms", fresh,
-                      "fresh browser context per conversion", target=">= 20x faster", met=fresh / warm >= 20))
     await connector.get_prompt_from_workflow(default)
     hits = []
     for _ in range(200):
@@ -73,3 +69,13 @@ async def run(report: Report, connector: ComfyConnector, count: int) -> None:
         hits.append(time.perf_counter() - started)
     hit = median(hits) * 1000
     report.add(Figure("conversion cache hit (default)", hit, "ms", target="<= 1 ms", met=hit <= 1))
+
+
+async def against_fresh_context(report: Report, connector: ComfyConnector, count: int) -> None:
+    """The warm page against the naive design. Run outside the memory sampling: the worker never does this."""
+    default = workflows()["default text-to-image (7 nodes)"]
+    warm = median(await warm_samples(connector, default, count, "versus-fresh")) * 1000
+    fresh = median(await fresh_context_samples(connector, default, max(3, count // 10))) * 1000
+    report.add(Figure("conversion speed-up: warm page over a fresh context per conversion (default)", fresh / warm,
+                      "x", extra={"warm_ms": warm, "fresh_context_ms": fresh}, target=">= 20x",
+                      met=fresh / warm >= 20))

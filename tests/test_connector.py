@@ -449,3 +449,13 @@ async def test_upload_data_missing_source(connector: ComfyConnector, tmp_path: P
         await connector.upload_data(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="folder_type"):
         await connector.upload_data(__file__, "elsewhere")
+
+
+async def test_upload_data_can_move_instead_of_copy(connector: ComfyConnector, tmp_path: Path) -> None:
+    source = tmp_path / "moved.png"
+    source.write_bytes(b"payload")
+    placed = Path(await connector.upload_data(source, "input", subfolder="contract-move", name="renamed.png",
+                                              move=True, is_ephemeral=True))
+    assert not source.exists() and placed.read_bytes() == b"payload" and placed.name == "renamed.png"
+    connector.delete_ephemeral([str(placed)])
+    assert not placed.exists()

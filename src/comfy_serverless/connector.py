@@ -32,7 +32,7 @@ from .errors import (
     WorkflowError,
 )
 from .events import ConnectorState, ProgressCallback
-from .files import FOLDER_TYPES, EphemeralFiles, copy_file, remove_paths, resolve_inside
+from .files import FOLDER_TYPES, EphemeralFiles, place_file, remove_paths, resolve_inside
 from .outputs import collect_outputs
 from .process import ComfyFolders, ComfyProcess
 from .workflow import check_api_prompt, detect_format, mark_output_nodes, parse_workflow
@@ -335,13 +335,15 @@ class ComfyConnector:
     # --- files --------------------------------------------------------------------------------
     async def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
                           overwrite: bool = False, is_ephemeral: bool = False, *,
-                          name: str | None = None) -> str:
+                          name: str | None = None, move: bool = False) -> str:
         """Copy a file into one of ComfyUI's folders; returns the full destination path.
 
         ``folder_type`` is input, output, temp or models (models needs a
         ``subfolder`` naming a model folder ComfyUI knows, e.g. ``loras``).
         Without ``overwrite`` an existing file is never replaced: the returned
-        path carries the name actually used. Ephemeral files are deleted with
+        path carries the name actually used. ``name`` renames the file on the
+        way; ``move`` moves instead of copying (a job's downloads: no second
+        copy of a large file). Ephemeral files are deleted with
         :meth:`delete_ephemeral` and at :meth:`kill_api`.
         """
         if self._state is ConnectorState.KILLED:
@@ -357,7 +359,7 @@ class ComfyConnector:
             subfolder = "/".join(subfolder.split("/")[1:]) if subfolder else None
         directory = resolve_inside(root, subfolder) if subfolder else root.resolve()
         target = resolve_inside(directory, name or source.name)
-        written = await copy_file(source, target, overwrite=overwrite)
+        written = await place_file(source, target, overwrite=overwrite, move=move)
         if is_ephemeral:
             self._ephemeral.add(written)
         return str(written)

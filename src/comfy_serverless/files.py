@@ -10,6 +10,7 @@ remove exactly them and nothing else.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import shutil
 from collections.abc import Iterable
@@ -74,31 +75,46 @@ def unique_destination(directory: Path, name: str) -> Path:
     return candidate
 
 
-async def copy_file(source: Path, destination: Path, *, overwrite: bool) -> Path:
-    """Copy in a worker thread (large models must not stall the event loop); never clobber unless asked.
+async def place_file(source: Path, destination: Path, *, overwrite: bool, move: bool = False) -> Path:
+    """Copy (or, with ``move``, move) a file into place in a worker thread; never clobber unless asked.
 
-    Without ``overwrite`` the file is created with O_EXCL, so two concurrent
-    copies to the same name cannot both win: the loser picks the next free name.
+    Large models must not stall the event loop, hence the thread. Without
+    ``overwrite`` the name is claimed atomically (a hard link, or a file opened
+    with O_EXCL), so two concurrent placements of the same name cannot both win:
+    the loser takes the next free name. A move on the same filesystem is a link
+    and an unlink: no byte is copied.
     """
-    def _copy() -> Path:
+    def _claim(target: Path) -> None:
+        if move:
+            try:
+                os.link(source, target)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise  # FileExistsError included
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+
+    def _place() -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         target = destination
-        while True:
-            if overwrite:
-                tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, target)
-                return target
-            try:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                target = unique_destination(target.parent, target.name)
-                continue
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                shutil.copyfileobj(src, out, 1024 * 1024)
-            return target
+        if overwrite:
+            tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        else:
+            while True:
+                try:
+                    _claim(target)
+                    break
+                except FileExistsError:
+                    target = unique_destination(target.parent, target.name)
+        if move:
+            source.unlink()
+        return target
 
-    return await asyncio.to_thread(_copy)
+    return await asyncio.to_thread(_place)
 
 
 class EphemeralFiles:

@@ -156,13 +156,12 @@ class JobRunner:
         for spec, download in zip(inputs, downloads, strict=True):
             subfolder, original = _placement(spec, job_folder)
             placed = await self._connector.upload_data(download, spec.folder_type, subfolder=subfolder,
-                                                       is_ephemeral=True, name=spec.name)
+                                                       is_ephemeral=True, name=spec.name, move=True)
             state.placed.append(placed)
             root = self._connector.folders.for_type(spec.folder_type)
             if spec.folder_type == "models":
                 root = root / spec.subfolder.split("/")[0]
             references[original] = Path(placed).relative_to(root.resolve()).as_posix()
-            download.unlink(missing_ok=True)
         return references
 
     async def _cleanup(self, state: _JobState) -> None:
