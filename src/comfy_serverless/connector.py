@@ -202,6 +202,7 @@ class ComfyConnector:
         except ComfyServerlessError as exc:
             raise ComfyStartError(f"the self-test workflow {path} failed: {exc}", cause=exc.to_dict()) from None
         self.delete_outputs(history)
+        await self.forget_history(list(history))
         self.timings["self_test_s"] = time.monotonic() - started
 
     # --- conversion and execution -------------------------------------------------------------

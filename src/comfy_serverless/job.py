@@ -57,7 +57,11 @@ class JobRunner:
         self._storage = storage
 
     async def run(self, job_id: str, raw_input: object, progress: ProgressSink | None = None) -> dict[str, Any]:
-        """The job's result: outputs on success, ``{"error": ...}`` on failure. Never raises but CancelledError."""
+        """The job's result: outputs on success, ``{"error": ...}`` for every error this package raises.
+
+        A cancelled job interrupts ComfyUI, cleans up and re-raises; anything else
+        escaping is a bug, and the RunPod SDK reports it as a failed job.
+        """
         started = time.monotonic()
         state = _JobState(job_id=job_id, scratch=self._config.scratch_path / f"job-{uuid.uuid4().hex}")
         try:
