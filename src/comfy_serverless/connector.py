@@ -356,7 +356,7 @@ class ComfyConnector:
             raise ValueError(f"folder_type must be one of {', '.join(FOLDER_TYPES)}, got {folder_type!r}")
         root = self.folders.for_type(folder_type)
         if folder_type == "models":
-            root = self._model_folder(subfolder)
+            root = self.model_folder(subfolder)
             subfolder = "/".join(subfolder.split("/")[1:]) if subfolder else None
         directory = resolve_inside(root, subfolder) if subfolder else root.resolve()
         target = resolve_inside(directory, name or source.name)
@@ -365,8 +365,9 @@ class ComfyConnector:
             self._ephemeral.add(written)
         return str(written)
 
-    def _model_folder(self, subfolder: str | None) -> Path:
-        """The directory of the model folder ``subfolder`` starts with, as ComfyUI itself resolves it."""
+    def model_folder(self, subfolder: str | None) -> Path:
+        """The directory of the model folder ``subfolder`` starts with (``loras/x`` -> loras), as ComfyUI
+        resolves it: a network volume's path from extra_model_paths.yaml when that is where it points."""
         if not subfolder:
             raise ValueError("folder_type 'models' needs a subfolder naming a model folder, e.g. 'loras'")
         folder = subfolder.split("/")[0]
@@ -391,7 +392,9 @@ class ComfyConnector:
         return remove_paths(paths, self._roots())
 
     def _roots(self) -> list[Path]:
-        return [self.folders.input, self.folders.output, self.folders.temp, self.folders.models]
+        """Folders below which emptied job folders are removed (model folders may live on a volume)."""
+        model_paths = [Path(p) for paths in self._model_folders.values() for p in paths]
+        return [self.folders.input, self.folders.output, self.folders.temp, self.folders.models, *model_paths]
 
     # --- shutdown -----------------------------------------------------------------------------
     async def kill_api(self) -> None:

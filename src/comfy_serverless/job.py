@@ -142,7 +142,7 @@ class JobRunner:
         for spec in inputs:
             if spec.folder_type == "models":
                 try:
-                    self._connector._model_folder(spec.subfolder)
+                    self._connector.model_folder(spec.subfolder)
                 except ValueError as exc:
                     problems.append(f"{spec.field}.subfolder: {exc}")
         if problems:
@@ -162,9 +162,8 @@ class JobRunner:
             placed = await self._connector.upload_data(download, spec.folder_type, subfolder=subfolder,
                                                        is_ephemeral=True, name=spec.name, move=True)
             state.placed.append(placed)
-            root = self._connector.folders.for_type(spec.folder_type)
-            if spec.folder_type == "models":
-                root = root / spec.subfolder.split("/")[0]
+            root = (self._connector.model_folder(spec.subfolder) if spec.folder_type == "models"
+                    else self._connector.folders.for_type(spec.folder_type))
             references[original] = Path(placed).relative_to(root.resolve()).as_posix()
         return references
 
