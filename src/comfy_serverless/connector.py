@@ -329,10 +329,6 @@ class ComfyConnector:
         except ComfyUnavailableError:
             pass
 
-    @property
-    def healthy(self) -> bool:
-        return self._state is ConnectorState.READY and (self._process.is_alive() or self._restarting is not None)
-
     # --- files --------------------------------------------------------------------------------
     async def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
                           overwrite: bool = False, is_ephemeral: bool = False, *,

@@ -126,12 +126,6 @@ class EphemeralFiles:
     def add(self, path: Path) -> None:
         self._paths.add(path)
 
-    def __contains__(self, path: Path) -> bool:
-        return path in self._paths
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
     def take(self, paths: Iterable[Path] | None = None) -> list[Path]:
         """Remove and return the given tracked paths, or all of them."""
         chosen = set(self._paths) if paths is None else {p for p in paths if p in self._paths}
