@@ -74,8 +74,12 @@ def output_paths(connector: ComfyConnector, history: dict[str, Any]) -> list[Pat
 
 
 def our_processes() -> list[psutil.Process]:
+    """Live ComfyUI and Chromium processes below this one (session fixtures such as the S3 server excluded)."""
+    def started_by_connector(process: psutil.Process) -> bool:
+        command = " ".join(process.cmdline())
+        return "main.py" in command or "chrom" in process.name().lower() or "playwright" in command
     return [p for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE]
+            and p.status() != psutil.STATUS_ZOMBIE and started_by_connector(p)]
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
