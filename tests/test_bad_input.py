@@ -316,7 +316,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
     spies = Spies()
     queue_prompt = ComfyClient.queue_prompt
     resolve = PinnedResolver.resolve
-    upload_data = ComfyConnector.upload_data
+    upload_data = ComfyConnector.upload_data_async
     getaddrinfo = socket.getaddrinfo
 
     async def spy_queue_prompt(self: ComfyClient, prompt: dict[str, Any], *args: Any, **kwargs: Any) -> None:
@@ -349,7 +349,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
 
     monkeypatch.setattr(ComfyClient, "queue_prompt", spy_queue_prompt)
     monkeypatch.setattr(PinnedResolver, "resolve", spy_resolve)
-    monkeypatch.setattr(ComfyConnector, "upload_data", spy_upload_data)
+    monkeypatch.setattr(ComfyConnector, "upload_data_async", spy_upload_data)
     monkeypatch.setattr(job_module, "fetch_all", spy_fetch_all)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield spies

@@ -401,12 +401,12 @@ async def test_completion_sent_while_disconnected_is_recovered_from_history(conn
 async def test_upload_data_places_file_and_never_clobbers(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "up.png"
     source.write_bytes(b"one")
-    first = Path(await connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
+    first = Path(connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
     source.write_bytes(b"two")
-    second = Path(await connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
+    second = Path(connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
     assert first == connector.folders.input / "contract" / "up.png"
     assert second.name == "up (1).png" and first.read_bytes() == b"one" and second.read_bytes() == b"two"
-    third = Path(await connector.upload_data(source, "input", subfolder="contract", overwrite=True,
+    third = Path(connector.upload_data(source, "input", subfolder="contract", overwrite=True,
                                              is_ephemeral=True))
     assert third == first and first.read_bytes() == b"two"
     assert connector.delete_ephemeral() == []
@@ -416,12 +416,12 @@ async def test_upload_data_places_file_and_never_clobbers(connector: ComfyConnec
 async def test_upload_data_to_a_model_folder(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "tiny.safetensors"
     source.write_bytes(b"\0" * 16)
-    placed = Path(await connector.upload_data(source, "models", subfolder="loras", is_ephemeral=True))
+    placed = Path(connector.upload_data(source, "models", subfolder="loras", is_ephemeral=True))
     assert placed.parent == (connector.folders.models / "loras").resolve()
     with pytest.raises(ValueError, match="subfolder"):
-        await connector.upload_data(source, "models")
+        connector.upload_data(source, "models")
     with pytest.raises(ValueError, match="model folder"):
-        await connector.upload_data(source, "models", subfolder="not_a_model_folder")
+        connector.upload_data(source, "models", subfolder="not_a_model_folder")
     connector.delete_ephemeral([str(placed)])
     assert not placed.exists()
 
@@ -433,7 +433,7 @@ async def test_upload_data_refuses_paths_that_escape(connector: ComfyConnector, 
     source = tmp_path / "f.png"
     source.write_bytes(b"x")
     with pytest.raises(ValueError):
-        await connector.upload_data(source, "input", subfolder=subfolder, name=name)
+        connector.upload_data(source, "input", subfolder=subfolder, name=name)
 
 
 async def test_upload_data_refuses_symlink_escape(connector: ComfyConnector, tmp_path: Path) -> None:
@@ -443,22 +443,22 @@ async def test_upload_data_refuses_symlink_escape(connector: ComfyConnector, tmp
     link.symlink_to(tmp_path)
     try:
         with pytest.raises(ValueError, match="symlink"):
-            await connector.upload_data(source, "input", subfolder="sneaky-link")
+            connector.upload_data(source, "input", subfolder="sneaky-link")
     finally:
         link.unlink()
 
 
 async def test_upload_data_missing_source(connector: ComfyConnector, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        await connector.upload_data(tmp_path / "nope.png")
+        connector.upload_data(tmp_path / "nope.png")
     with pytest.raises(ValueError, match="folder_type"):
-        await connector.upload_data(__file__, "elsewhere")
+        connector.upload_data(__file__, "elsewhere")
 
 
 async def test_upload_data_can_move_instead_of_copy(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "moved.png"
     source.write_bytes(b"payload")
-    placed = Path(await connector.upload_data(source, "input", subfolder="contract-move", name="renamed.png",
+    placed = Path(connector.upload_data(source, "input", subfolder="contract-move", name="renamed.png",
                                               move=True, is_ephemeral=True))
     assert not source.exists() and placed.read_bytes() == b"payload" and placed.name == "renamed.png"
     connector.delete_ephemeral([str(placed)])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
-import functools
 import importlib.resources
 import json
 import logging
@@ -42,6 +41,9 @@ CHROMIUM_ARGS = [
 # restoring of a previously open workflow (which could race our first conversion and
 # would otherwise write every converted workflow to localStorage).
 FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": False}
+
+#: Seconds a healthy page needs to answer a trivial evaluation.
+_HEALTH_TIMEOUT_S = 5.0
 
 _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
 
@@ -119,6 +121,24 @@ class FrontendConverter:
         return (self._browser is not None and self._browser.is_connected()
                 and self._page is not None and not self._page.is_closed())
 
+    async def ensure_ready(self) -> None:
+        """Check that the page still answers; restart the page (and Chromium if it is gone) when not.
+
+        Raises BrowserError when the frontend cannot be brought back.
+        """
+        async with self._lock:  # never under a running conversion
+            if self.healthy and await self._page_answers():
+                return
+            logger.warning("the frontend page does not answer; restarting it")
+            await self._recover(restart_browser=not self.healthy)
+
+    async def _page_answers(self) -> bool:
+        assert self._page is not None
+        try:
+            return bool(await asyncio.wait_for(self._page.evaluate(_APP_READY_JS), _HEALTH_TIMEOUT_S))
+        except (TimeoutError, PlaywrightError):
+            return False
+
     async def launch(self) -> None:
         """Start Chromium. Independent of ComfyUI, so it runs while ComfyUI boots."""
         if self._playwright is None:
@@ -136,12 +156,16 @@ class FrontendConverter:
     async def load(self, server_address: str, comfy_ready: asyncio.Event | None = None) -> None:
         """Open ComfyUI's frontend in a fresh page and wait until it can convert.
 
-        With ``comfy_ready`` (cold start) the page starts loading before ComfyUI
-        answers: the frontend's static files come from the same frontend package
-        on local disk, and its API requests wait until ``comfy_ready`` is set.
-        Downloading, parsing and evaluating ~450 modules thus overlaps ComfyUI's
-        boot instead of following it. If ComfyUI turns out to serve a different
-        frontend build, the page is reloaded from ComfyUI itself.
+        The page is offline for its whole life: it may reach ComfyUI's own
+        origin and nothing else (see :class:`_PageRouter`). With ``comfy_ready``
+        (cold start) and a frontend package installed beside the worker, the
+        page starts loading before ComfyUI answers: the frontend's static files
+        come from local disk, and its API requests wait until ``comfy_ready`` is
+        set, so downloading, parsing and evaluating ~450 modules overlaps
+        ComfyUI's boot instead of following it. If ComfyUI turns out to serve a
+        different frontend build, the page is reloaded from ComfyUI itself.
+        Without a local package (a runtime-only install) the page can only come
+        from ComfyUI, so it waits for ComfyUI to answer first.
         """
         self._server_address = server_address
         if self._browser is None or not self._browser.is_connected():
@@ -152,19 +176,18 @@ class FrontendConverter:
         page = await self._browser.new_page()
         page.on("pageerror", lambda error: logger.debug("frontend page error: %s", error))
         ready = comfy_ready or _set_event()
-        static_root = _local_frontend_root()
+        router = _PageRouter(server_address, _local_frontend_root(), ready)
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
-            if static_root is not None:
-                await page.route("**/*", functools.partial(_route_frontend, server_address, static_root, ready))
+            await page.route("**/*", router.route)
+            if router.static_root is None:
+                await ready.wait()
             await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await ready.wait()
-            if static_root is not None:
-                # Interception costs a round trip per request: once ComfyUI answers, it serves the rest.
-                await page.unroute_all(behavior="wait")
-                if not await _same_frontend(page, server_address, static_root):
-                    logger.warning("ComfyUI serves another frontend build than the worker's; reloading from it")
-                    await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
+            if router.static_root is not None and not await _same_frontend(page, server_address, router.static_root):
+                logger.warning("ComfyUI serves another frontend build than the worker's; reloading from it")
+                router.static_root = None
+                await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
         except PlaywrightError as exc:
             await page.close()
@@ -290,22 +313,39 @@ def _static_file(static_root: Path, url_path: str) -> Path | None:
     return candidate
 
 
-async def _route_frontend(server_address: str, static_root: Path, comfy_ready: asyncio.Event,
-                          route: Route, request: Request) -> None:
-    """Static files from disk at once; ComfyUI's API once it is up; nothing from other hosts (offline)."""
-    url = urlsplit(request.url)
-    if f"{url.scheme}://{url.netloc}" != server_address:
-        await route.abort()
-        return
-    local = _static_file(static_root, url.path) if request.method == "GET" else None
-    try:
-        if local is not None:
-            await route.fulfill(path=local)
-            return
-        await comfy_ready.wait()
-        await route.continue_()
-    except PlaywrightError:
-        pass  # the page was closed meanwhile
+class _PageRouter:
+    """Every request of the frontend page goes through here, for the page's whole life.
+
+    - Another origin is aborted: a workflow's markdown note, image URL or a
+      frontend feature (its release-notes check) must never make the worker
+      reach another host, nor wait on one.
+    - While ``static_root`` is set (the worker's frontend package is the build
+      ComfyUI serves), static files come from local disk: at once during a
+      cold start, and without a trip to ComfyUI after it.
+    - Everything else goes to ComfyUI, once ``comfy_ready`` is set.
+    """
+
+    def __init__(self, server_address: str, static_root: Path | None, comfy_ready: asyncio.Event) -> None:
+        self.origin = server_address
+        self.static_root = static_root
+        self._comfy_ready = comfy_ready
+
+    async def route(self, route: Route, request: Request) -> None:
+        url = urlsplit(request.url)
+        try:
+            if f"{url.scheme}://{url.netloc}" != self.origin:
+                logger.debug("the frontend page may not reach %s://%s; blocked", url.scheme, url.hostname)
+                await route.abort("blockedbyclient")
+                return
+            local = (_static_file(self.static_root, url.path)
+                     if self.static_root is not None and request.method == "GET" else None)
+            if local is not None:
+                await route.fulfill(path=local)
+                return
+            await self._comfy_ready.wait()
+            await route.continue_()
+        except PlaywrightError:
+            pass  # the page was closed meanwhile
 
 
 async def _same_frontend(page: Page, server_address: str, static_root: Path) -> bool:

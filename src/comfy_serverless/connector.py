@@ -24,6 +24,7 @@ from .browser import FRONTEND_SETTINGS, FrontendConverter
 from .client import ComfyClient
 from .config import Config
 from .errors import (
+    BrowserError,
     ComfyServerlessError,
     ComfyStartError,
     ComfyUnavailableError,
@@ -32,7 +33,7 @@ from .errors import (
     WorkflowError,
 )
 from .events import ConnectorState, ProgressCallback
-from .files import FOLDER_TYPES, EphemeralFiles, place_file, remove_paths, resolve_inside
+from .files import FOLDER_TYPES, EphemeralFiles, place_file, place_file_sync, remove_paths, resolve_inside
 from .outputs import collect_outputs
 from .process import ComfyFolders, ComfyProcess
 from .workflow import check_api_prompt, detect_format, mark_output_nodes, parse_workflow
@@ -64,6 +65,7 @@ class ComfyConnector:
         self._node_types: dict[str, Any] = {}
         self._model_folders: dict[str, list[str]] = {}
         self._run_lock = asyncio.Lock()
+        self._health_lock = asyncio.Lock()
         self._restarting: asyncio.Task[None] | None = None
         self.timings: dict[str, float] = {}
 
@@ -154,6 +156,9 @@ class ComfyConnector:
             self._state = ConnectorState.ERROR
             self._error = exc
             logger.error("connector failed to start: %s", exc)
+            if isinstance(exc, Exception) and not isinstance(exc, RuntimeError):
+                # The API reference promises RuntimeError for every failed start.
+                raise ComfyStartError(f"the connector failed to start: {exc}") from exc
             raise
         self.timings["ready_s"] = time.monotonic() - started
         self._state = ConnectorState.READY
@@ -255,7 +260,7 @@ class ComfyConnector:
             self._require_ready()
         check_api_prompt(prompt, self._node_types)
         async with self._run_lock:
-            await self._validate_resources()
+            await self._ensure_healthy()
             # Fresh files on every run, even for a prompt ComfyUI has cached (see workflow.RUN_TOKEN_INPUT).
             marked = mark_output_nodes(prompt, self._output_node_types, uuid.uuid4().hex)
             client = self._require_client()
@@ -277,17 +282,36 @@ class ComfyConnector:
                 raise
 
     # --- health -------------------------------------------------------------------------------
-    async def _validate_resources(self) -> None:
-        """Make sure ComfyUI, its websocket and the browser work before a run; restart what does not.
+    async def _validate_resources(self) -> bool:
+        """Whether ComfyUI answers HTTP, its websocket is open and the frontend page can convert.
+
+        What does not work is restarted first (ComfyUI on a fresh port, Chromium
+        and its page); ``False`` means something is still down after that, or
+        the connector is not ready (never started, failed, killed), in which
+        case nothing is restarted.
+        """
+        if self._state is not ConnectorState.READY:
+            return False
+        try:
+            await self._ensure_healthy()
+            await self._converter.ensure_ready()
+        except (ComfyUnavailableError, BrowserError) as exc:
+            logger.warning("resource validation failed: %s", exc)
+            return False
+        return self._process.is_alive() and self._require_client().socket_open and self._converter.healthy
+
+    async def _ensure_healthy(self) -> None:
+        """Make sure ComfyUI and its websocket work before a run; restart them when they do not.
 
         Raises ComfyUnavailableError with ``restart_failed`` when ComfyUI cannot be
         brought back: then only a fresh worker helps.
         """
-        try:
-            await self._ensure_comfy()
-        except ComfyServerlessError as exc:
-            raise ComfyUnavailableError(f"ComfyUI is down and could not be restarted: {exc}",
-                                        restart_failed=True) from None
+        async with self._health_lock:  # one restart at a time, also when a user validates during a run
+            try:
+                await self._ensure_comfy()
+            except ComfyServerlessError as exc:
+                raise ComfyUnavailableError(f"ComfyUI is down and could not be restarted: {exc}",
+                                            restart_failed=True) from None
 
     async def _ensure_comfy(self) -> None:
         restarting, self._restarting = self._restarting, None
@@ -330,11 +354,13 @@ class ComfyConnector:
             pass
 
     # --- files --------------------------------------------------------------------------------
-    async def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
-                          overwrite: bool = False, is_ephemeral: bool = False, *,
-                          name: str | None = None, move: bool = False) -> str:
+    def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
+                    overwrite: bool = False, is_ephemeral: bool = False, *,
+                    name: str | None = None, move: bool = False) -> str:
         """Copy a file into one of ComfyUI's folders; returns the full destination path.
 
+        Synchronous, as the API reference documents (``path = connector.upload_data(...)``);
+        code on an event loop that places large files uses :meth:`upload_data_async`.
         ``folder_type`` is input, output, temp or models (models needs a
         ``subfolder`` naming a model folder ComfyUI knows, e.g. ``loras``).
         Without ``overwrite`` an existing file is never replaced: the returned
@@ -343,6 +369,19 @@ class ComfyConnector:
         copy of a large file). Ephemeral files are deleted with
         :meth:`delete_ephemeral` and at :meth:`kill_api`.
         """
+        source, target = self._upload_target(source_path, folder_type, subfolder, name)
+        return self._track(place_file_sync(source, target, overwrite=overwrite, move=move), is_ephemeral)
+
+    async def upload_data_async(self, source_path: str | Path, folder_type: str = "input",
+                                subfolder: str | None = None, overwrite: bool = False, is_ephemeral: bool = False,
+                                *, name: str | None = None, move: bool = False) -> str:
+        """:meth:`upload_data` with the copy in a worker thread, so the event loop keeps serving."""
+        source, target = self._upload_target(source_path, folder_type, subfolder, name)
+        return self._track(await place_file(source, target, overwrite=overwrite, move=move), is_ephemeral)
+
+    def _upload_target(self, source_path: str | Path, folder_type: str, subfolder: str | None,
+                       name: str | None) -> tuple[Path, Path]:
+        """The checked source file and its destination inside ComfyUI's folders (no file is touched)."""
         if self._state is ConnectorState.KILLED:
             raise ConnectorStateError("the connector was killed; call ComfyConnector.create() again")
         source = Path(source_path)
@@ -355,8 +394,9 @@ class ComfyConnector:
             root = self.model_folder(subfolder)
             subfolder = "/".join(subfolder.split("/")[1:]) if subfolder else None
         directory = resolve_inside(root, subfolder) if subfolder else root.resolve()
-        target = resolve_inside(directory, name or source.name)
-        written = await place_file(source, target, overwrite=overwrite, move=move)
+        return source, resolve_inside(directory, name or source.name)
+
+    def _track(self, written: Path, is_ephemeral: bool) -> str:
         if is_ephemeral:
             self._ephemeral.add(written)
         return str(written)

@@ -2,16 +2,19 @@
 
 Callers catch precisely: ``WorkflowError`` means "fix your workflow",
 ``ComfyUnavailableError`` means "the worker is unhealthy", ``JobInputError``
-means "fix the job payload". Every error carries the facts a user needs to act
+means "fix the job payload". The errors a failed start can raise (configuration,
+state, ComfyUI, Chromium) are also ``RuntimeError``s, as the ComfyConnector API
+reference promises its users (``except RuntimeError`` around ``create()``).
+Every error carries the facts a user needs to act
 (file and key, node id and class, the tail of a log) in its message, and the
 structured version of those facts in ``details`` for machine consumers.
 
     ComfyServerlessError
-    ├── ConfigError
-    ├── ConnectorStateError
-    ├── ComfyStartError
-    ├── ComfyUnavailableError
-    ├── BrowserError
+    ├── ConfigError              (also a RuntimeError)
+    ├── ConnectorStateError      (also a RuntimeError)
+    ├── ComfyStartError          (also a RuntimeError)
+    ├── ComfyUnavailableError    (also a RuntimeError)
+    ├── BrowserError             (also a RuntimeError)
     ├── WorkflowError
     │   ├── UnknownNodeTypesError
     │   └── ConversionError
@@ -46,23 +49,23 @@ class ComfyServerlessError(Exception):
         return {"error": self.message, "error_type": type(self).__name__, **self.details}
 
 
-class ConfigError(ComfyServerlessError):
+class ConfigError(ComfyServerlessError, RuntimeError):
     """The configuration file or an environment variable is missing, unknown or of the wrong type."""
 
 
-class ConnectorStateError(ComfyServerlessError):
+class ConnectorStateError(ComfyServerlessError, RuntimeError):
     """The connector was used before it was ready, or after ``kill_api()``."""
 
 
-class ComfyStartError(ComfyServerlessError):
+class ComfyStartError(ComfyServerlessError, RuntimeError):
     """ComfyUI could not be started: it exited during boot, or did not answer within the budget."""
 
 
-class ComfyUnavailableError(ComfyServerlessError):
+class ComfyUnavailableError(ComfyServerlessError, RuntimeError):
     """ComfyUI stopped answering (crashed, killed) while the worker needed it."""
 
 
-class BrowserError(ComfyServerlessError):
+class BrowserError(ComfyServerlessError, RuntimeError):
     """Chromium could not be found, launched, or could not load ComfyUI's frontend."""
 
 

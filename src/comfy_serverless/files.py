@@ -75,16 +75,15 @@ def unique_destination(directory: Path, name: str) -> Path:
     return candidate
 
 
-async def place_file(source: Path, destination: Path, *, overwrite: bool, move: bool = False) -> Path:
-    """Copy (or, with ``move``, move) a file into place in a worker thread; never clobber unless asked.
+def place_file_sync(source: Path, destination: Path, *, overwrite: bool, move: bool = False) -> Path:
+    """Copy (or, with ``move``, move) a file into place; never clobber unless asked. Returns the path used.
 
-    Large models must not stall the event loop, hence the thread. Without
-    ``overwrite`` the name is claimed atomically (a hard link, or a file opened
-    with O_EXCL), so two concurrent placements of the same name cannot both win:
-    the loser takes the next free name. A move on the same filesystem is a link
-    and an unlink: no byte is copied.
+    Without ``overwrite`` the name is claimed atomically (a hard link, or a
+    file opened with O_EXCL), so two concurrent placements of the same name
+    cannot both win: the loser takes the next free name. A move on the same
+    filesystem is a link and an unlink: no byte is copied.
     """
-    def _claim(target: Path) -> None:
+    def claim(target: Path) -> None:
         if move:
             try:
                 os.link(source, target)
@@ -96,25 +95,27 @@ async def place_file(source: Path, destination: Path, *, overwrite: bool, move: 
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
 
-    def _place() -> Path:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        target = destination
-        if overwrite:
-            tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        else:
-            while True:
-                try:
-                    _claim(target)
-                    break
-                except FileExistsError:
-                    target = unique_destination(target.parent, target.name)
-        if move:
-            source.unlink()
-        return target
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    target = destination
+    if overwrite:
+        tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    else:
+        while True:
+            try:
+                claim(target)
+                break
+            except FileExistsError:
+                target = unique_destination(target.parent, target.name)
+    if move:
+        source.unlink()
+    return target
 
-    return await asyncio.to_thread(_place)
+
+async def place_file(source: Path, destination: Path, *, overwrite: bool, move: bool = False) -> Path:
+    """:func:`place_file_sync` in a worker thread: a large model must not stall the event loop."""
+    return await asyncio.to_thread(place_file_sync, source, destination, overwrite=overwrite, move=move)
 
 
 class EphemeralFiles:

@@ -159,7 +159,7 @@ class JobRunner:
         references: dict[str, str] = {}
         for spec, download in zip(inputs, downloads, strict=True):
             subfolder, original = _placement(spec, job_folder)
-            placed = await self._connector.upload_data(download, spec.folder_type, subfolder=subfolder,
+            placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
                                                        is_ephemeral=True, name=spec.name, move=True)
             state.placed.append(placed)
             root = (self._connector.model_folder(spec.subfolder) if spec.folder_type == "models"
