@@ -23,6 +23,7 @@ cd "$ROOT"
 
 PYTHON=${PYTHON:-python3}
 VENV=$ROOT/.venv
+RUNTIME_VENV=$ROOT/.venv-runtime
 COMFY_DIR=$ROOT/.comfyui
 COMFY_VENV=$ROOT/.comfyui-venv
 # One source of truth for the ComfyUI version: the Dockerfile's build arguments.
@@ -69,6 +70,26 @@ ensure_venv() {
         || die "installing builder/requirements-dev.txt failed (see above)"
     "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
         || die "installing the worker (pip install -e .) failed (see above)"
+    echo "$key" > "$stamp"
+}
+
+# .venv-runtime: the worker as the image and README's COMFYUI_PATH layout install it, from
+# builder/requirements.txt alone (no frontend package, no test tools); the tests start the worker
+# from it once, so a start that only works with the dev requirements fails `make test`.
+ensure_runtime_venv() {
+    local stamp=$RUNTIME_VENV/.setup-stamp key
+    key=$(fingerprint builder/requirements.txt pyproject.toml)
+    if [[ -x $RUNTIME_VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
+        return
+    fi
+    rm -rf "$RUNTIME_VENV"  # exactly requirements.txt: nothing left over from an older set
+    check_python
+    log "creating $RUNTIME_VENV from builder/requirements.txt"
+    "$PYTHON" -m venv "$RUNTIME_VENV"
+    "$RUNTIME_VENV/bin/python" -m pip install --disable-pip-version-check -q -r builder/requirements.txt \
+        || die "installing builder/requirements.txt into $RUNTIME_VENV failed (see above)"
+    "$RUNTIME_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
+        || die "installing the worker into $RUNTIME_VENV failed (see above)"
     echo "$key" > "$stamp"
 }
 
@@ -150,6 +171,7 @@ cmd_run() {
 
 cmd_test() {
     ensure_venv
+    ensure_runtime_venv
     ensure_chromium
     local status=0
     log "pytest against the test server"

@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 import pytest
+from aiohttp import web
 
 from comfy_serverless import (
     ComfyConnector,
@@ -31,6 +32,7 @@ from ui_workflows import (
     empty_image,
     invert,
     large_chain,
+    load_image,
     preview_image,
     save_image,
     scale,
@@ -236,6 +238,48 @@ async def test_crashed_chromium_is_restarted_on_next_conversion(connector: Comfy
     await asyncio.sleep(0.5)
     prompt = await connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
     assert prompt["1"]["inputs"]["width"] == 71
+
+
+async def test_the_frontend_page_reaches_no_host_but_comfyui(connector: ComfyConnector) -> None:
+    """Neither a workflow (a widget value, a markdown note, an image URL) nor the page itself reaches another host."""
+    hits: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=b"GIF89a", content_type="image/gif")
+
+    app = web.Application()
+    app.add_routes([web.get("/{path:.*}", record)])
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    other = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    converter = FrontendConverter(connector.config)
+    try:
+        await converter.launch()
+        await converter.load(connector.server_address)
+        workflow = chain(load_image(f"{other}/widget.png"), preview_image())
+        add_node(workflow, ("MarkdownNote", [f"![a]({other}/markdown.png) <img src='{other}/html.png'>"], [], []))
+        add_node(workflow, ("Note", [f"{other}/note.png"], [], []))
+        prompt = await converter.convert(workflow)
+        assert prompt["1"]["inputs"]["image"] == f"{other}/widget.png"
+        page = converter._page
+        assert page is not None
+        await page.evaluate("""(other) => {
+            fetch(other + "/fetch").catch(() => null);
+            new Image().src = other + "/image.png";
+            const link = document.createElement("link");
+            link.rel = "stylesheet"; link.href = other + "/style.css";
+            document.head.appendChild(link);
+        }""", other)
+        await asyncio.sleep(1.0)
+        assert hits == []
+        # ComfyUI's own origin still answers the page
+        assert await page.evaluate("async () => (await fetch('/object_info')).ok") is True
+    finally:
+        await converter.close()
+        await runner.cleanup()
 
 
 # --- execution ---------------------------------------------------------------------------------
