@@ -93,30 +93,55 @@ ensure_runtime_venv() {
     echo "$key" > "$stamp"
 }
 
-# A Chromium the worker and the tests can launch: CHROMIUM_EXECUTABLE, a system one, or Playwright's.
+# A Chromium the worker and the tests can launch: CHROMIUM_EXECUTABLE, a system one, Playwright's
+# download, else the distribution's package (installed here when running as root; otherwise the
+# exact command is printed).
 ensure_chromium() {
-    local stamp=$VENV/.chromium-stamp name path
+    local stamp=$VENV/.chromium-stamp path
     if [[ -n ${CHROMIUM_EXECUTABLE:-} ]]; then
         [[ -x $CHROMIUM_EXECUTABLE ]] || die "CHROMIUM_EXECUTABLE=$CHROMIUM_EXECUTABLE is not an executable file"
         return
     fi
-    for name in chromium chromium-browser google-chrome; do
-        command -v "$name" >/dev/null && return
-    done
+    system_chromium && return
     if [[ -f $stamp ]] && [[ -x $(<"$stamp") ]]; then
         return
     fi
     log "no system Chromium; downloading Playwright's (playwright install chromium)"
-    if ! "$VENV/bin/playwright" install --no-shell chromium; then
-        die "no Chromium: none on PATH and Playwright's download failed. Install one, e.g.
-    sudo apt-get install chromium        (Debian; Ubuntu: chromium-browser)
-or  $VENV/bin/playwright install --with-deps chromium
+    if timeout 600 "$VENV/bin/playwright" install --no-shell chromium; then
+        path=$("$VENV/bin/python" -c \
+            'from playwright.sync_api import sync_playwright as s; p = s().start(); print(p.chromium.executable_path); p.stop()')
+        [[ -x $path ]] || die "Playwright installed Chromium, but $path is not executable"
+        echo "$path" > "$stamp"
+        return
+    fi
+    install_distribution_chromium
+}
+
+system_chromium() {
+    local name
+    for name in chromium chromium-browser google-chrome; do
+        command -v "$name" >/dev/null && return 0
+    done
+    return 1
+}
+
+# Debian's package is `chromium` (Ubuntu's deb is `chromium-browser`, a snap wrapper).
+install_distribution_chromium() {
+    local package=chromium command
+    if ! apt-cache show chromium >/dev/null 2>&1 && apt-cache show chromium-browser >/dev/null 2>&1; then
+        package=chromium-browser
+    fi
+    command="apt-get update && apt-get install -y --no-install-recommends $package"
+    if [[ $(id -u) -ne 0 ]]; then
+        die "no Chromium: none on PATH and Playwright's download failed. Install the distribution's package:
+    sudo sh -c '$command'
 or set CHROMIUM_EXECUTABLE to a Chromium/Chrome binary"
     fi
-    path=$("$VENV/bin/python" -c \
-        'from playwright.sync_api import sync_playwright as s; p = s().start(); print(p.chromium.executable_path); p.stop()')
-    [[ -x $path ]] || die "Playwright installed Chromium, but $path is not executable"
-    echo "$path" > "$stamp"
+    command -v apt-get >/dev/null \
+        || die "no Chromium: none on PATH, Playwright's download failed, and there is no apt-get; install Chromium or set CHROMIUM_EXECUTABLE"
+    log "Playwright's download failed; installing the distribution's Chromium: $command"
+    DEBIAN_FRONTEND=noninteractive sh -c "$command" >&2 || die "installing $package failed (see above)"
+    system_chromium || die "installed $package, but no chromium is on PATH"
 }
 
 # A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv.
