@@ -38,14 +38,37 @@ def output_files(comfy_root: Path) -> list[Path]:
     return sorted(p for p in (comfy_root / "output").rglob("*") if p.is_file())
 
 
-def test_input_file_runs_and_exits_zero(comfy_root: Path) -> None:
+def test_input_file_runs_prints_a_summary_and_writes_the_outputs(comfy_root: Path, tmp_path: Path) -> None:
     before = output_files(comfy_root)
-    result = run_handler([], handler_env(comfy_root))
+    result = run_handler(["--output_dir", str(tmp_path / "out")], handler_env(comfy_root))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert "Job local_test completed successfully" in output
+    (written,) = (tmp_path / "out").iterdir()
+    assert written.read_bytes().startswith(b"\x89PNG")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("job local_test COMPLETED in ")
+    assert lines[1] == f"  node 3 images: {written} ({written.stat().st_size / 1024:.1f} KB, image/png)"
+    assert lines[2].startswith("timings: convert ") and lines[-1] == "(the full result: --json)"
+    assert len(result.stdout) < 1000  # no base64, no history, no workflow, printed once
     assert "Unclosed" not in output  # stopped in order at exit
     assert output_files(comfy_root) == before  # cleaned up
+
+
+def test_json_flag_prints_the_full_result_once(comfy_root: Path) -> None:
+    result = run_handler(["--json"], handler_env(comfy_root))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = json.loads(result.stdout)
+    (output,) = printed["outputs"]
+    assert output["data"] and output["content_type"] == "image/png"
+    assert set(printed["history"][printed["prompt_id"]]) == {"outputs", "status"}  # not the workflow again
+    assert result.stderr.count(output["data"][:40]) == 0  # the data is not also logged
+
+
+def test_bad_job_file_fails_before_the_cold_start(comfy_root: Path) -> None:
+    result = run_handler(["--test_input", "{not json"], handler_env(comfy_root), timeout=60)
+    assert result.returncode == 1
+    assert "--test_input is not valid JSON" in result.stderr
+    assert "ComfyUI starting" not in result.stderr
 
 
 def test_inline_test_input_failure_exits_one(comfy_root: Path) -> None:

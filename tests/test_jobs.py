@@ -88,7 +88,8 @@ async def test_base64_input_ui_workflow_inline_output(runner: JobRunner) -> None
     data = base64.b64decode(output["data"])
     assert output["bytes"] == len(data) and first_pixel(data) == (245, 235, 225)  # inverted
     entry = result["history"][result["prompt_id"]]
-    assert entry["prompt"][2]["1"]["inputs"]["image"].startswith("job-")  # the job's private copy
+    assert set(entry) == {"outputs", "status"} and entry["status"]["status_str"] == "success"
+    assert "extra_pnginfo" not in json.dumps(result)  # the caller's own workflow is not sent back
 
 
 async def test_worker_comfyui_images_form(runner: JobRunner) -> None:

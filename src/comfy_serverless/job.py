@@ -121,7 +121,7 @@ class JobRunner:
                 delivered = await upload_outputs(files, self._storage, bucket, prefix, state.job_id,
                                                  presign=spec.output.presign, expires_s=spec.output.expires_s)
         delivered += [{"node_id": t.node_id, "kind": "text", "text": t.text} for t in texts]
-        return {"prompt_id": prompt_id, "history": state.history, "outputs": delivered}
+        return {"prompt_id": prompt_id, "history": {prompt_id: _result_history(entry)}, "outputs": delivered}
 
     def _output_destination(self, spec: JobSpec) -> tuple[str, str] | None:
         """``(bucket, prefix)`` for S3 delivery, ``None`` for inline; decided before any work is done."""
@@ -235,6 +235,15 @@ def rewrite_references(prompt: Prompt, references: dict[str, str]) -> None:
         for name, value in inputs.items():
             if isinstance(value, str) and value in references and name != RUN_TOKEN_INPUT:
                 inputs[name] = references[value]
+
+
+def _result_history(entry: dict[str, Any]) -> dict[str, Any]:
+    """The part of ComfyUI's history entry a caller needs: outputs and status (with its messages).
+
+    The rest (``prompt``) repeats what the caller sent, the whole UI workflow included,
+    and RunPod caps a /runsync response at about 20 MB.
+    """
+    return {key: entry[key] for key in ("outputs", "status") if key in entry}
 
 
 class _timer:
