@@ -28,6 +28,7 @@ from playwright.async_api import Error as PlaywrightError
 
 from .config import Config
 from .errors import BrowserError, ConversionError, ConversionTimeoutError, UnknownNodeTypesError
+from .frontend_record import FrontendRecord, RecordedResponse, Staleness
 from .workflow import content_hash
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ CHROMIUM_ARGS = [
 # restoring of a previously open workflow (which could race our first conversion and
 # would otherwise write every converted workflow to localStorage).
 FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": False}
+
+#: What a record keeps: ComfyUI's API, custom nodes' web files and the templates; not the
+#: frontend's own static files, which the worker serves from its frontend package.
+_RECORDED_PREFIXES = ("/api/", "/extensions/", "/templates/", "/internal/")
+
+#: Seconds without a new API request after which a recording page is considered set up.
+_RECORD_QUIET_S = 1.5
+
+#: The frontend's own "refresh": node definitions and combo lists from a fresh /object_info.
+_REFRESH_COMBOS_JS = "async () => { await window.app.refreshComboInNodes(); }"
 
 #: Seconds a healthy page needs to answer a trivial evaluation.
 _HEALTH_TIMEOUT_S = 5.0
@@ -115,6 +126,9 @@ class FrontendConverter:
         self._lock = asyncio.Lock()
         self._cache: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._chromium_pids: set[int] = set()
+        #: Replayed during the cold start's load, then checked once by :meth:`verify_record`.
+        self._record = FrontendRecord.load(Path(config.frontend_snapshot)) if config.frontend_snapshot else None
+        self._replayed_record = False
 
     @property
     def healthy(self) -> bool:
@@ -165,7 +179,10 @@ class FrontendConverter:
         ComfyUI's boot instead of following it. If ComfyUI turns out to serve a
         different frontend build, the page is reloaded from ComfyUI itself.
         Without a local package (a runtime-only install) the page can only come
-        from ComfyUI, so it waits for ComfyUI to answer first.
+        from ComfyUI, so it waits for ComfyUI to answer first. With a
+        FRONTEND_SNAPSHOT record as well, the API answers the frontend needs to
+        set up are replayed from it until ComfyUI answers, so the page is ready
+        then; :meth:`verify_record` checks the record against the live server.
         """
         self._server_address = server_address
         if self._browser is None or not self._browser.is_connected():
@@ -176,7 +193,8 @@ class FrontendConverter:
         page = await self._browser.new_page()
         page.on("pageerror", lambda error: logger.debug("frontend page error: %s", error))
         ready = comfy_ready or _set_event()
-        router = _PageRouter(server_address, _local_frontend_root(), ready)
+        router = _PageRouter(server_address, _local_frontend_root(), ready,
+                             self._record if comfy_ready is not None else None)
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
             await page.route("**/*", router.route)
@@ -186,7 +204,7 @@ class FrontendConverter:
             await ready.wait()
             if router.static_root is not None and not await _same_frontend(page, server_address, router.static_root):
                 logger.warning("ComfyUI serves another frontend build than the worker's; reloading from it")
-                router.static_root = None
+                router.static_root, router.record, router.replayed = None, None, 0
                 await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
         except PlaywrightError as exc:
@@ -194,6 +212,55 @@ class FrontendConverter:
             raise BrowserError(f"ComfyUI's frontend did not load from {server_address}: "
                                f"{exc.message.splitlines()[0]}") from None
         self._page = page
+        self._replayed_record = router.replayed > 0
+        if router.replayed:
+            logger.info("the frontend set up from %s (%d answers replayed)", self._config.frontend_snapshot,
+                        router.replayed)
+
+    async def verify_record(self, object_info: dict[str, Any], extensions: list[str]) -> None:
+        """After a cold start that replayed the record: bring the page up to date with the live ComfyUI.
+
+        Other node definitions or extensions reload the page from ComfyUI; other
+        file lists in combo inputs only refresh them. A record serves one cold
+        start; later loads (restarts) talk to ComfyUI directly.
+        """
+        record, self._record = self._record, None
+        if record is None or not self._replayed_record:
+            return
+        staleness = record.staleness(object_info, extensions)
+        if staleness is Staleness.CURRENT:
+            return
+        async with self._lock:
+            assert self._server_address is not None and self._page is not None
+            if staleness is Staleness.FILE_LISTS:
+                logger.info("ComfyUI's file lists changed since FRONTEND_SNAPSHOT was made; refreshing them")
+                await self._page.evaluate(_REFRESH_COMBOS_JS)
+                return
+            logger.warning("FRONTEND_SNAPSHOT %s is stale (%s); reloading the page from ComfyUI "
+                           "(make the record again to save this time)", self._config.frontend_snapshot,
+                           staleness.value)
+            await self.load(self._server_address)
+
+    async def record(self, server_address: str) -> FrontendRecord:
+        """Load the frontend from a running ComfyUI and record every API answer it reads while it sets up."""
+        if self._browser is None or not self._browser.is_connected():
+            await self.launch()
+        assert self._browser is not None
+        page = await self._browser.new_page()
+        router = _PageRouter(server_address, None, _set_event(), None, recording={})
+        timeout_ms = self._config.frontend_load_timeout_s * 1000
+        try:
+            await page.route("**/*", router.route)
+            await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
+            await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
+            while True:  # late requests (templates, models) come after the app is ready
+                count = len(router.recording)
+                await asyncio.sleep(_RECORD_QUIET_S)
+                if len(router.recording) == count:
+                    break
+        finally:
+            await page.close()
+        return FrontendRecord.from_responses(router.recording)
 
     async def convert(self, workflow: dict[str, Any]) -> dict[str, Any]:
         """The API prompt for a UI workflow (a fresh copy; callers may modify it)."""
@@ -322,12 +389,19 @@ class _PageRouter:
     - While ``static_root`` is set (the worker's frontend package is the build
       ComfyUI serves), static files come from local disk: at once during a
       cold start, and without a trip to ComfyUI after it.
-    - Everything else goes to ComfyUI, once ``comfy_ready`` is set.
+    - Until ComfyUI answers, GETs that ``record`` holds are answered from it.
+    - Everything else goes to ComfyUI, once ``comfy_ready`` is set; with
+      ``recording``, GET answers are kept there (see :meth:`FrontendConverter.record`).
     """
 
-    def __init__(self, server_address: str, static_root: Path | None, comfy_ready: asyncio.Event) -> None:
+    def __init__(self, server_address: str, static_root: Path | None, comfy_ready: asyncio.Event,
+                 record: FrontendRecord | None, *, recording: dict[str, RecordedResponse] | None = None) -> None:
         self.origin = server_address
         self.static_root = static_root
+        self.record = record
+        self.recording = recording if recording is not None else {}
+        self.replayed = 0
+        self._recording = recording is not None
         self._comfy_ready = comfy_ready
 
     async def route(self, route: Route, request: Request) -> None:
@@ -337,15 +411,34 @@ class _PageRouter:
                 logger.debug("the frontend page may not reach %s://%s; blocked", url.scheme, url.hostname)
                 await route.abort("blockedbyclient")
                 return
-            local = (_static_file(self.static_root, url.path)
-                     if self.static_root is not None and request.method == "GET" else None)
+            if request.method != "GET":
+                await self._comfy_ready.wait()
+                await route.continue_()
+                return
+            local = _static_file(self.static_root, url.path) if self.static_root is not None else None
             if local is not None:
                 await route.fulfill(path=local)
                 return
+            key = url.path + (f"?{url.query}" if url.query else "")
+            recorded = self.record.responses.get(key) if self.record is not None else None
+            if recorded is not None and not self._comfy_ready.is_set():
+                self.replayed += 1
+                await route.fulfill(status=recorded.status, content_type=recorded.content_type, body=recorded.body)
+                return
             await self._comfy_ready.wait()
-            await route.continue_()
+            if self._recording and url.path.startswith(_RECORDED_PREFIXES):
+                await self._record_answer(route, key)
+            else:
+                await route.continue_()
         except PlaywrightError:
             pass  # the page was closed meanwhile
+
+    async def _record_answer(self, route: Route, key: str) -> None:
+        response = await route.fetch()
+        body = await response.body()
+        content_type = response.headers.get("content-type", "application/octet-stream")
+        self.recording[key] = RecordedResponse(response.status, content_type, body)
+        await route.fulfill(response=response, body=body)
 
 
 async def _same_frontend(page: Page, server_address: str, static_root: Path) -> bool:

@@ -62,6 +62,9 @@ class Config:
         3, "Conversion attempts; the page, then the browser, is restarted between them.")
     conversion_cache_size: int = _setting(256, "Converted workflows kept, by content hash.")
     frontend_load_timeout_s: float = _setting(120.0, "Seconds the frontend may take to load and set up.")
+    frontend_snapshot: str = _setting(
+        "", "Record of what the frontend reads from ComfyUI at start (`python -m comfy_serverless.snapshot_frontend "
+            "PATH`): the page sets up from it while ComfyUI boots. Empty: the page waits for ComfyUI.")
 
     # --- running prompts ------------------------------------------------------------------------
     test_payload_file: str = _setting(

@@ -150,6 +150,7 @@ class ComfyConnector:
                     group.create_task(frontend())
             except BaseExceptionGroup as failed:
                 raise failed.exceptions[0] from None  # the first failure is the cause; the rest follow from it
+            await self._verify_frontend_record()
             self.timings["frontend_ready_s"] = time.monotonic() - started
             await self._self_test()
         except BaseException as exc:
@@ -180,6 +181,12 @@ class ComfyConnector:
         if frontend_may_start is not None:
             frontend_may_start.set()
         await asyncio.gather(client.connect_socket(), self._load_node_types())
+
+    async def _verify_frontend_record(self) -> None:
+        """A FRONTEND_SNAPSHOT record set the page up: make sure this ComfyUI still answers the same."""
+        if self.config.frontend_snapshot:
+            extensions = await self._require_client().get_json("/extensions")
+            await self._converter.verify_record(self._node_types, extensions)
 
     async def _load_node_types(self) -> None:
         client = self._require_client()
