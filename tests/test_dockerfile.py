@@ -29,13 +29,19 @@ BUILDER = ROOT / "builder"
 DOCKERFILE = ROOT / "Dockerfile"
 
 VOLUME_MODELS = "/runpod-volume/models"
-#: Every model folder key the network volume must serve: ComfyUI 0.3.64's own (``unet``/``clip``
-#: are its legacy aliases) and those of common custom nodes.
-REQUIRED_MODEL_FOLDERS = [
+#: ComfyUI 0.3.64's own model folder keys (``unet``/``clip`` are its legacy aliases of
+#: ``diffusion_models``/``text_encoders``). ComfyUI registers the image's folder for each
+#: before it reads extra_model_paths.yaml; the volume must serve them all.
+COMFYUI_MODEL_FOLDERS = [
     "checkpoints", "configs", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
     "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
-    "upscale_models", "latent_upscale_models", "hypernetworks", "photomaker", "classifiers",
-    "model_patches", "audio_encoders", "ipadapter", "ultralytics", "sams",
+    "upscale_models", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
+]
+#: Folder keys of common custom nodes: they do not exist when ComfyUI reads the file, so it must
+#: list the image's folder first, then the volume's.
+CUSTOM_NODE_MODEL_FOLDERS = [
+    "ipadapter", "ultralytics", "ultralytics_bbox", "ultralytics_segm", "sams", "animatediff_models",
+    "animatediff_motion_lora", "facerestore_models",
 ]
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!-]+$")
 
@@ -176,23 +182,28 @@ def test_hadolint_reports_no_errors():
 
 # --- network volume model paths ----------------------------------------------------------------
 
+def _image_path_of(source: str) -> str:
+    """Where the Dockerfile copies a repository file in the image."""
+    for keyword, arguments in dockerfile_instructions(DOCKERFILE.read_text()):
+        if keyword == "COPY" and copy_sources(arguments) == [source]:
+            return shlex.split(arguments)[-1]
+    raise AssertionError(f"the Dockerfile does not COPY {source} alone")
+
+
 def _model_paths() -> dict[str, list[str]]:
-    """folder key -> absolute directories, resolved the way ComfyUI's load_extra_path_config does."""
-    text = (BUILDER / "extra_model_paths.yaml").read_text()
-    try:
-        import yaml
-    except ModuleNotFoundError:  # pragma: no cover - PyYAML is in requirements-dev.txt
-        keys = re.findall(r"^  ([a-z_]+):", text, re.M)
-        return {key: [f"{VOLUME_MODELS}/{key}"] for key in keys if key not in ("base_path", "is_default")}
-    config = yaml.safe_load(text)
+    """folder key -> directories added, in order, the way ComfyUI 0.3.64's load_extra_path_config
+    does (a relative base_path is relative to the file's folder in the image)."""
+    import yaml
+
+    yaml_dir = os.path.dirname(_image_path_of("builder/extra_model_paths.yaml"))
+    config = yaml.safe_load((BUILDER / "extra_model_paths.yaml").read_text())
     assert isinstance(config, dict) and config, "extra_model_paths.yaml must be a mapping of sections"
     folders: dict[str, list[str]] = {}
     for name, section in config.items():
         assert isinstance(section, dict), f"section {name} must be a mapping"
         section = dict(section)
-        base = section.pop("base_path", None)
-        section.pop("is_default", None)
-        assert base == VOLUME_MODELS, f"section {name}: base_path must be {VOLUME_MODELS}"
+        base = os.path.normpath(os.path.join(yaml_dir, section.pop("base_path")))
+        assert section.pop("is_default", False) is False, f"section {name}: is_default would put it before the image"
         for key, value in section.items():
             assert isinstance(value, str), f"{name}.{key} must be a string (one path per line)"
             for line in value.split("\n"):
@@ -202,14 +213,23 @@ def _model_paths() -> dict[str, list[str]]:
     return folders
 
 
-def test_extra_model_paths_cover_every_model_folder_on_the_volume():
+def test_extra_model_paths_cover_every_model_folder_on_the_volume_after_the_image():
     folders = _model_paths()
-    missing = [key for key in REQUIRED_MODEL_FOLDERS if key not in folders]
+    missing = [key for key in COMFYUI_MODEL_FOLDERS + CUSTOM_NODE_MODEL_FOLDERS if key not in folders]
     assert not missing, f"extra_model_paths.yaml lacks {missing}"
-    for key, paths in folders.items():
-        for path in paths:
-            assert path.startswith(VOLUME_MODELS + "/"), f"{key}: {path} is not on the volume"
+    unknown = set(folders) - set(COMFYUI_MODEL_FOLDERS) - set(CUSTOM_NODE_MODEL_FOLDERS)
+    assert not unknown, f"{sorted(unknown)}: not a folder of ComfyUI 0.3.64 nor of a known custom node"
+    image_models = _image_path_of("builder/extra_model_paths.yaml").rsplit("/", 1)[0] + "/models"
+    for key in COMFYUI_MODEL_FOLDERS:
+        # ComfyUI itself put the image's folder first; the file adds only the volume's.
+        assert all(path.startswith(VOLUME_MODELS + "/") for path in folders[key]), f"{key}: {folders[key]}"
+    for key in CUSTOM_NODE_MODEL_FOLDERS:
+        volume = folders[key][-1]
+        assert volume.startswith(VOLUME_MODELS + "/"), f"{key}: {folders[key]}"
+        assert folders[key] == [image_models + volume.removeprefix(VOLUME_MODELS), volume], \
+            f"{key}: the image's folder must come first, then the volume's: {folders[key]}"
     assert folders["checkpoints"] == [f"{VOLUME_MODELS}/checkpoints"]
+    assert folders["ipadapter"] == ["/comfyui/models/ipadapter", f"{VOLUME_MODELS}/ipadapter"]
 
 
 # --- dependencies ----------------------------------------------------------------------------
