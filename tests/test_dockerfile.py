@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -355,6 +356,7 @@ def test_model_download_verifies_sha256(tmp_path):
 
     download_models.download(source.as_uri(), target, good)
     assert target.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644, "a non-root runtime user must be able to read it"
     download_models.download(source.as_uri(), target, good)  # already there: kept
 
 
