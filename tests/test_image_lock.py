@@ -138,6 +138,13 @@ def test_lock_is_what_its_command_resolves_for_the_image(tmp_path):
         "builder/requirements.lock is stale: re-run the command at its top"
 
 
+def test_readme_gives_the_locks_command():
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"^\.venv/bin/uv (pip compile .*?)\n```", readme.replace("\\\n", ""), re.M | re.S)
+    assert match, "README's deploy section shows how to re-lock"
+    assert shlex.split(match[1]) == resolver_command(LOCK.read_text())[1:]
+
+
 def test_lock_pins_torch_with_its_cuda_libraries():
     pins = lock_pins(LOCK.read_text())
     for name in ("torch", "torchvision", "torchaudio", "triton"):
