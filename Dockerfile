@@ -4,14 +4,21 @@
 #
 #   docker build --platform linux/amd64 -t <registry>/comfy-serverless:<tag> .
 #
-# Layers go from the least to the most often changed: system packages, ComfyUI and torch,
-# custom nodes, baked-in models, the worker's dependencies, Chromium, and the worker's own
-# code last, so a code change rebuilds only the last few small layers. Python sources are
-# byte-compiled at build time, so a cold start does not compile ComfyUI again.
-# Build arguments: BASE_IMAGE, COMFYUI_REPO, COMFYUI_REF, TORCH_INDEX_URL, TORCH_PACKAGES,
-# VERIFY_CUSTOM_NODES. Gated model downloads: `--secret id=hf_token,env=HF_TOKEN`.
+# Layers go from the least to the most often changed: system packages, the locked Python
+# environment with ComfyUI, custom nodes, baked-in models, Chromium, the check of the final
+# environment, and the worker's own code last, so a code change rebuilds only the last small
+# layers. Python sources are byte-compiled at build time, so a cold start does not compile
+# ComfyUI again.
+# Build arguments: BASE_IMAGE, COMFYUI_REPO, COMFYUI_REF, VERIFY_CUSTOM_NODES. Gated model
+# downloads: `--secret id=hf_token,env=HF_TOKEN`.
 
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# The CUDA 12.8 "base" flavour: Ubuntu 24.04 (Python 3.12, the lock's) plus the CUDA runtime
+# and the NVIDIA_* settings that make the container runtime mount the driver. Not "runtime" or
+# "cudnn-runtime": torch's wheels already carry cuBLAS, cuDNN & co. (the nvidia-* packages in
+# the lock), so those flavours would add a second, unused copy to every pull. Its
+# NVIDIA_REQUIRE_CUDA=cuda>=12.8 matches the lock's torch (built for CUDA 12.8): restrict the
+# endpoint's allowed CUDA versions to 12.8 and newer (README, "Deploying to RunPod").
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -41,33 +48,32 @@ RUN apt-get update \
         tini \
     && rm -rf /var/lib/apt/lists/*
 
-# --- Python venv + ComfyUI ----------------------------------------------------------------------
+# --- the locked Python environment + ComfyUI ---------------------------------------------------
 ARG COMFYUI_REPO=https://github.com/comfyanonymous/ComfyUI.git
 ARG COMFYUI_REF=v0.3.64
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG TORCH_PACKAGES="torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0"
 
-# torch comes from the CUDA index first, then is frozen in a constraints file (PIP_CONSTRAINT
-# below) so that neither ComfyUI's requirements nor a custom node can swap it for another
-# build; such a conflict fails the build instead. TORCH_PACKAGES is split into words on
-# purpose (SC2086), and its versions are pinned in the ARG, where hadolint cannot see them (DL3013).
-# hadolint ignore=DL3013,SC2086
+# builder/requirements.lock pins every package of the venv with its hashes: ComfyUI's
+# requirements, the worker's, and torch with triton and its CUDA libraries, resolved together
+# (README says how to re-lock). The build fails if ComfyUI's requirements.txt at COMFYUI_REF is
+# not the one the lock was made from. Then everything installed is frozen in a constraints file
+# (PIP_CONSTRAINT below): a custom node may add packages but not move one of these, and a
+# node pack that needs another version fails the build instead of breaking ComfyUI or the worker.
+COPY builder/requirements.lock builder/comfyui-requirements.txt /opt/builder/
 RUN python3 -m venv /opt/venv \
     && git clone --filter=blob:none "${COMFYUI_REPO}" /comfyui \
     && git -C /comfyui -c advice.detachedHead=false checkout --detach "${COMFYUI_REF}" \
     && echo "ComfyUI ${COMFYUI_REF} = $(git -C /comfyui rev-parse HEAD)" \
-    && pip install --index-url "${TORCH_INDEX_URL}" ${TORCH_PACKAGES} \
-    && pip freeze | grep -iE '^(torch|torchvision|torchaudio)==' > /opt/venv/constraints.txt \
-    && pip install -c /opt/venv/constraints.txt -r /comfyui/requirements.txt \
+    && { diff -u /opt/builder/comfyui-requirements.txt /comfyui/requirements.txt \
+         || { echo "ComfyUI ${COMFYUI_REF} has other requirements than builder/comfyui-requirements.txt: re-lock"; exit 1; }; } \
+    && pip install --only-binary=:all: --require-hashes -r /opt/builder/requirements.lock \
+    && pip freeze > /opt/venv/constraints.txt \
     && { python -m compileall -q -j 0 /comfyui || echo "warning: some files did not byte-compile"; }
 
 ENV PIP_CONSTRAINT=/opt/venv/constraints.txt
 
-# --- custom nodes ---------------------------------------------------------------------------
-ARG VERIFY_CUSTOM_NODES=1
+# --- custom nodes (installed now, checked once the environment is final) ---------------------
 COPY builder/custom_nodes.txt builder/install_custom_nodes.sh /opt/builder/
-RUN VERIFY_CUSTOM_NODES="${VERIFY_CUSTOM_NODES}" \
-    bash /opt/builder/install_custom_nodes.sh /opt/builder/custom_nodes.txt /comfyui /opt/venv/bin/python \
+RUN bash /opt/builder/install_custom_nodes.sh /opt/builder/custom_nodes.txt /comfyui /opt/venv/bin/python \
     && { python -m compileall -q -j 0 /comfyui/custom_nodes || echo "warning: some files did not byte-compile"; }
 
 # --- baked-in models (builder/models.json, empty by default) ---------------------------------
@@ -75,10 +81,6 @@ COPY builder/models.json builder/download_models.py /opt/builder/
 RUN --mount=type=secret,id=hf_token,required=false \
     HF_TOKEN_FILE=/run/secrets/hf_token \
     python /opt/builder/download_models.py /opt/builder/models.json /comfyui/models
-
-# --- the worker's dependencies ----------------------------------------------------------------
-COPY builder/requirements.txt /opt/builder/requirements.txt
-RUN pip install -r /opt/builder/requirements.txt
 
 # --- Chromium, for UI-to-API conversion (installed now, never at run time) -------------------
 # Full Chromium only (--no-shell): the worker launches Playwright's `chromium` executable, never
@@ -97,12 +99,23 @@ print('Chromium', b.version, 'at', path); b.close(); p.stop()"
 COPY builder/extra_model_paths.yaml /comfyui/extra_model_paths.yaml
 COPY builder/comfy.settings.json /comfyui/user/default/comfy.settings.json
 
+# --- the final environment, checked -------------------------------------------------------------
+# After everything that installs Python packages or changes what ComfyUI loads: `pip check`
+# fails the build on any conflict, then ComfyUI starts once with every custom node and the
+# build fails if one does not import (VERIFY_CUSTOM_NODES=0 skips only that start, e.g. for a
+# node pack that needs a GPU at import time). The worker below adds one package, with no
+# dependencies, and checks again.
+ARG VERIFY_CUSTOM_NODES=1
+RUN VERIFY_CUSTOM_NODES="${VERIFY_CUSTOM_NODES}" \
+    bash /opt/builder/install_custom_nodes.sh --verify /comfyui /opt/venv/bin/python
+
 # --- the worker -----------------------------------------------------------------------------
 WORKDIR /app
 COPY pyproject.toml README.md handler.py test_input.json ./
 COPY src/ ./src/
 RUN pip install --no-deps . \
     && rm -rf build src/*.egg-info \
+    && pip check \
     && python -c "import comfy_serverless, runpod, playwright, aiohttp, psutil"
 
 ENV COMFYUI_PATH=/comfyui \

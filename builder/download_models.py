@@ -125,6 +125,8 @@ def download(url: str, target: Path, sha256: str, *, timeout: float = 60.0) -> N
         actual = digest.hexdigest()
         if actual != sha256:
             raise RuntimeError(f"sha256 mismatch for {url}: expected {sha256}, got {actual} ({size} bytes)")
+        # mkstemp creates the file 0600; a model must be readable by a non-root runtime user.
+        os.chmod(temp, 0o644)
         temp.replace(target)
         print(f"{target}: {size / 1e6:.1f} MB in {time.monotonic() - started:.0f} s, sha256 verified", flush=True)
     finally:

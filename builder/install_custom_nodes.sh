@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Install the custom nodes pinned in a list file into ComfyUI, failing loudly on any error.
+# Install the custom nodes pinned in a list file into ComfyUI, and check the final environment;
+# fail loudly on any error.
 #
-#   install_custom_nodes.sh LIST COMFYUI_DIR [PYTHON]   install, then check ComfyUI imports them
+#   install_custom_nodes.sh LIST COMFYUI_DIR [PYTHON]   install the listed node packs
+#   install_custom_nodes.sh --verify COMFYUI_DIR [PYTHON]  pip check, then ComfyUI imports them all
 #   install_custom_nodes.sh --check LIST                only validate the list (no network)
 #
 # LIST has one `https://host/owner/repo@<ref>` per line (ref: a 40-hex commit, or a tag);
 # blank lines and `#` comments are ignored. Each entry is cloned into
 # COMFYUI_DIR/custom_nodes/<repo>, checked out at <ref> (with submodules), and its
 # requirements.txt and install.py, if present, are run with PYTHON (default: python3 on
-# PATH, i.e. the image's venv). Finally ComfyUI is started once with --quick-test-for-ci
-# (it exits after loading all nodes), and the build fails if ComfyUI does not start or any
-# custom node failed to import (set VERIFY_CUSTOM_NODES=0 to skip that, e.g. for a node
-# pack that needs a GPU at import time).
+# PATH, i.e. the image's venv).
+#
+# --verify is a separate step so that the build runs it last, once nothing else will install
+# a package: a later install could move a package a node pack shares, and pip would only print
+# a warning. It fails if `pip check` finds any conflict, or, unless VERIFY_CUSTOM_NODES=0
+# (e.g. for a node pack that needs a GPU at import time), if ComfyUI does not start with
+# --quick-test-for-ci (it exits after loading all nodes) or any custom node failed to import.
+# It runs even with no custom nodes: it is also the build's "ComfyUI starts" smoke test.
 set -euo pipefail
 
 ENTRY_RE='^(https://[A-Za-z0-9.-]+/[A-Za-z0-9._~/-]+)@([0-9a-f]{40}|[A-Za-z0-9][A-Za-z0-9._/-]*)$'
@@ -64,9 +70,17 @@ install_one() {
     fi
 }
 
-# Start ComfyUI once (it exits right after loading every node) and fail on any import failure.
-verify_imports() {
+# pip check, then start ComfyUI once (it exits right after loading every node) and fail on
+# any conflict or import failure.
+verify() {
     local comfy=$1 python=$2 log
+    [[ -f $comfy/main.py ]] || die "$comfy does not look like ComfyUI (no main.py)"
+    echo "==> pip check"
+    "$python" -m pip check || die "the environment has conflicting or missing dependencies (above)"
+    if [[ ${VERIFY_CUSTOM_NODES:-1} == 0 ]]; then
+        echo "==> VERIFY_CUSTOM_NODES=0: not starting ComfyUI"
+        return
+    fi
     log=$(mktemp)
     echo "==> checking that ComfyUI starts and imports every custom node (--quick-test-for-ci --cpu)"
     if ! (cd "$comfy" && timeout 900 "$python" main.py --quick-test-for-ci --cpu) >"$log" 2>&1; then
@@ -88,7 +102,12 @@ main() {
         echo "$2: ok"
         return
     fi
-    [[ $# -ge 2 && $# -le 3 ]] || die "usage: $0 LIST COMFYUI_DIR [PYTHON]  |  $0 --check LIST"
+    if [[ ${1:-} == --verify ]]; then
+        [[ $# -ge 2 && $# -le 3 ]] || die "usage: $0 --verify COMFYUI_DIR [PYTHON]"
+        verify "$2" "${3:-python3}"
+        return
+    fi
+    [[ $# -ge 2 && $# -le 3 ]] || die "usage: $0 LIST COMFYUI_DIR [PYTHON]  |  $0 --verify COMFYUI_DIR [PYTHON]  |  $0 --check LIST"
     local list=$1 comfy=$2 python=${3:-python3} entries count=0 url ref name
     [[ -f $comfy/main.py ]] || die "$comfy does not look like ComfyUI (no main.py)"
     entries=$(parse_list "$list")
@@ -98,11 +117,7 @@ main() {
         install_one "$url" "$ref" "$name" "$comfy" "$python"
         count=$((count + 1))
     done <<< "$entries"
-    echo "installed $count custom node(s) from $list"
-    # Run even with none: it is also the build's "ComfyUI starts" smoke test.
-    if [[ ${VERIFY_CUSTOM_NODES:-1} != 0 ]]; then
-        verify_imports "$comfy" "$python"
-    fi
+    echo "installed $count custom node(s) from $list; check them with --verify once the environment is final"
 }
 
 main "$@"

@@ -14,7 +14,8 @@
 #   API_COMMAND_LINE  how to start that ComfyUI (default: "$COMFY_PYTHON main.py --cpu")
 #   COMFY_PYTHON      the Python of an existing COMFYUI_PATH (default python3)
 #   COMFYUI_REF       ComfyUI version for .comfyui/ (default: the Dockerfile's COMFYUI_REF)
-#   TORCH_SPEC        pip arguments for torch in .comfyui-venv (default: CPU wheels)
+#   TORCH_INDEX_URL   where .comfyui-venv gets the lock's torch versions as CPU builds
+#                     (default: PyTorch's CPU index)
 #   CHROMIUM_EXECUTABLE  a Chromium to use instead of the system's or Playwright's
 set -euo pipefail
 
@@ -30,7 +31,8 @@ COMFY_VENV=$ROOT/.comfyui-venv
 dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile" | head -n 1 | tr -d '"'; }
 COMFYUI_REPO=${COMFYUI_REPO:-$(dockerfile_arg COMFYUI_REPO)}
 COMFYUI_REF=${COMFYUI_REF:-$(dockerfile_arg COMFYUI_REF)}
-TORCH_SPEC=${TORCH_SPEC:-"$(dockerfile_arg TORCH_PACKAGES) --index-url https://download.pytorch.org/whl/cpu"}
+TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+LOCK=$ROOT/builder/requirements.lock
 
 log() { echo "local_setup: $*" >&2; }
 die() { echo "local_setup: error: $*" >&2; exit 1; }
@@ -144,8 +146,19 @@ or set CHROMIUM_EXECUTABLE to a Chromium/Chrome binary"
     system_chromium || die "installed $package, but no chromium is on PATH"
 }
 
+# The lock's entries of torch's CUDA build (torch, torchvision, torchaudio, triton, nvidia-*).
+CUDA_TORCH_RE='^(torch|torchvision|torchaudio|triton|nvidia-[a-z0-9-]+)=='
+
+# The lock without those: each entry is an unindented `name==version \` line followed by its
+# indented hash and comment lines.
+lock_without_cuda_torch() {
+    awk -v cuda="$CUDA_TORCH_RE" '/^[A-Za-z0-9]/ { skip = ($0 ~ cuda) } !skip' "$LOCK"
+}
+
 # A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv.
-# Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
+# .comfyui-venv holds the image's lock with CPU builds of the same torch versions instead of the
+# CUDA ones (gigabytes of CUDA libraries a CPU run does not use), so everything else is exactly
+# what the image has. Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
 ensure_comfyui() {
     local python_q
     if [[ -n ${COMFYUI_PATH:-} ]]; then
@@ -154,8 +167,8 @@ ensure_comfyui() {
         export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
         return
     fi
-    local stamp=$COMFY_VENV/.setup-stamp key
-    key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_SPEC")
+    local stamp=$COMFY_VENV/.setup-stamp key torch
+    key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_INDEX_URL" "$LOCK")
     if ! [[ -f $COMFY_DIR/main.py && -x $COMFY_VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
         if [[ ! -d $COMFY_DIR/.git ]]; then
             log "cloning ComfyUI $COMFYUI_REF into $COMFY_DIR"
@@ -167,18 +180,25 @@ ensure_comfyui() {
         fi
         git -C "$COMFY_DIR" -c advice.detachedHead=false checkout --quiet --detach "$COMFYUI_REF" \
             || die "ComfyUI ref $COMFYUI_REF not found (or $COMFY_DIR has local changes)"
+        cmp -s "$ROOT/builder/comfyui-requirements.txt" "$COMFY_DIR/requirements.txt" \
+            || die "ComfyUI $COMFYUI_REF's requirements.txt is not builder/comfyui-requirements.txt, from which
+builder/requirements.lock was made: re-lock (README, \"Deploying to RunPod\")"
         if [[ ! -x $COMFY_VENV/bin/python ]]; then
             check_python
             log "creating $COMFY_VENV"
             "$PYTHON" -m venv "$COMFY_VENV"
         fi
-        log "installing torch ($TORCH_SPEC) and ComfyUI's requirements into $COMFY_VENV"
-        # TORCH_SPEC is a list of pip arguments: split on purpose.
-        # shellcheck disable=SC2086
-        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q $TORCH_SPEC \
-            || die "installing torch failed (TORCH_SPEC=$TORCH_SPEC)"
-        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q -r "$COMFY_DIR/requirements.txt" \
-            || die "installing ComfyUI's requirements failed"
+        # Both without dependencies: the lock is complete, and pip check below proves it.
+        mapfile -t torch < <(grep -oE '^(torch|torchvision|torchaudio)==[^ ]+' "$LOCK")
+        log "installing ${torch[*]} (CPU builds, $TORCH_INDEX_URL) and builder/requirements.lock into $COMFY_VENV"
+        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+            --index-url "$TORCH_INDEX_URL" "${torch[@]}" \
+            || die "installing ${torch[*]} from $TORCH_INDEX_URL failed (set TORCH_INDEX_URL)"
+        lock_without_cuda_torch > "$COMFY_VENV/requirements-cpu.lock"
+        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --only-binary=:all: \
+            --no-deps --require-hashes -r "$COMFY_VENV/requirements-cpu.lock" \
+            || die "installing builder/requirements.lock failed (see above)"
+        "$COMFY_VENV/bin/python" -m pip check || die "$COMFY_VENV has conflicting dependencies (above)"
         echo "$key" > "$stamp"
     fi
     export COMFYUI_PATH=$COMFY_DIR

