@@ -222,6 +222,22 @@ async def test_unknown_node_types_are_listed(frontend_connector: ComfyConnector)
     assert "MyMissingNode" in str(caught.value)
 
 
+async def test_legacy_node_types_load_as_the_frontend_loads_them(frontend_connector: ComfyConnector,
+                                                                 frontend: Frontend) -> None:
+    """Frontend 1.27 renames legacy types while loading (T2IAdapterLoader is a ControlNetLoader);
+    1.58 no longer does, and there the type is missing, not a node without a class_type."""
+    workflow = chain(empty_image(), invert(), save_image("legacy"))
+    add_node(workflow, ("T2IAdapterLoader", ["adapter.pth"], [], [("CONTROL_NET", "CONTROL_NET")]))
+    if frontend.name == "pinned":
+        prompt = await frontend_connector.get_prompt_from_workflow(workflow)
+        assert prompt["4"]["class_type"] == "ControlNetLoader"
+        assert prompt["4"]["inputs"] == {"control_net_name": "adapter.pth"}
+    else:
+        with pytest.raises(UnknownNodeTypesError) as caught:
+            await frontend_connector.get_prompt_from_workflow(workflow)
+        assert caught.value.node_types == ["T2IAdapterLoader"]
+
+
 @pytest.mark.parametrize("bad", ["not json", "[1, 2]", {"foo": 1}, {}, {"1": {"inputs": {}}}])
 async def test_bad_workflows_are_rejected_clearly(connector: ComfyConnector, bad: Any) -> None:
     with pytest.raises(WorkflowError, match="workflow"):
