@@ -4,9 +4,9 @@
 # when its stamp says it is already done, so a second run costs well under a second.
 #
 #   local_setup.sh run  [handler.py args]   venv + Chromium + ComfyUI, then python handler.py
-#   local_setup.sh test [pytest args]       venv + Chromium, then pytest (twice with COMFYUI_PATH)
+#   local_setup.sh test [pytest args]       venv + Chromium + newest frontend, then pytest (twice with COMFYUI_PATH)
 #   local_setup.sh lint                     venv, then ruff, hadolint and bash -n
-#   local_setup.sh venv | chromium | comfyui
+#   local_setup.sh venv | chromium | comfyui | newest-frontend
 #
 # Environment:
 #   PYTHON            interpreter that creates the venvs (default python3; 3.11 or newer)
@@ -27,6 +27,7 @@ VENV=$ROOT/.venv
 RUNTIME_VENV=$ROOT/.venv-runtime
 COMFY_DIR=$ROOT/.comfyui
 COMFY_VENV=$ROOT/.comfyui-venv
+NEWEST_FRONTEND_DIR=$ROOT/.frontend-latest
 # One source of truth for the ComfyUI version: the Dockerfile's build arguments.
 dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile" | head -n 1 | tr -d '"'; }
 COMFYUI_REPO=${COMFYUI_REPO:-$(dockerfile_arg COMFYUI_REPO)}
@@ -93,6 +94,24 @@ ensure_runtime_venv() {
     "$RUNTIME_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
         || die "installing the worker into $RUNTIME_VENV failed (see above)"
     echo "$key" > "$stamp"
+}
+
+# The newest frontend release, which the conversion tests run against beside the pinned one:
+# installed into .frontend-latest/, as the venv cannot hold a second version of the package.
+# Its pin is the "# newest-frontend:" line of builder/requirements-dev.txt (tests/conftest.py reads it too).
+ensure_newest_frontend() {
+    local stamp=$NEWEST_FRONTEND_DIR/.setup-stamp spec
+    spec=$(sed -n 's/^# newest-frontend: *//p' builder/requirements-dev.txt)
+    [[ $spec == comfyui-frontend-package==* ]] \
+        || die "builder/requirements-dev.txt has no '# newest-frontend: comfyui-frontend-package==VERSION' line"
+    if [[ -f $stamp && $(<"$stamp") == "$spec" ]]; then
+        return
+    fi
+    log "installing $spec into $NEWEST_FRONTEND_DIR"
+    rm -rf "$NEWEST_FRONTEND_DIR"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$NEWEST_FRONTEND_DIR" "$spec" \
+        || die "installing $spec into $NEWEST_FRONTEND_DIR failed (see above)"
+    echo "$spec" > "$stamp"
 }
 
 # A Chromium the worker and the tests can launch: CHROMIUM_EXECUTABLE, a system one, Playwright's
@@ -218,6 +237,7 @@ cmd_test() {
     ensure_venv
     ensure_runtime_venv
     ensure_chromium
+    ensure_newest_frontend
     local status=0
     log "pytest against the test server"
     (unset COMFYUI_PATH API_COMMAND_LINE; exec "$VENV/bin/python" -m pytest -q "$@") || status=$?
@@ -248,6 +268,7 @@ case ${1:-} in
     lint) shift; cmd_lint ;;
     venv) ensure_venv ;;
     chromium) ensure_venv; ensure_chromium ;;
+    newest-frontend) ensure_venv; ensure_newest_frontend ;;
     comfyui) ensure_comfyui; echo "COMFYUI_PATH=$COMFYUI_PATH"; echo "API_COMMAND_LINE=$API_COMMAND_LINE" ;;
-    *) die "usage: $0 run|test|lint|venv|chromium|comfyui [args]" ;;
+    *) die "usage: $0 run|test|lint|venv|chromium|comfyui|newest-frontend [args]" ;;
 esac

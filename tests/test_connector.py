@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,17 @@ from comfy_serverless import (
     WorkflowError,
 )
 from comfy_serverless.browser import FrontendConverter
-from conftest import REAL_COMFY, load_workflow, needs_test_server, write_config
+from comfy_serverless.config import Config
+from comfy_test_server.launcher import start_server
+from conftest import (
+    REAL_COMFY,
+    Frontend,
+    load_workflow,
+    needs_test_server,
+    newest_frontend,
+    pinned_frontend,
+    write_config,
+)
 from ui_workflows import (
     add_node,
     chain,
@@ -142,9 +154,44 @@ async def test_comfy_dead_between_runs_is_restarted(connector: ComfyConnector) -
 
 
 # --- conversion --------------------------------------------------------------------------------
-async def test_converts_ui_workflow_with_the_real_frontend(connector: ComfyConnector) -> None:
+# Through ``frontend_connector``, these run once per frontend: the pinned package and the newest release.
+FRONTEND_VERSION_JS = "() => window.__COMFYUI_FRONTEND_VERSION__"
+
+
+def conversion_suite() -> list[dict[str, Any]]:
+    """The UI workflows converted below: titles, muted and bypassed nodes, combo and number widgets,
+    a real text-to-image graph, a long chain, and one repeated so page state could leak into it."""
+    muted = chain(empty_image(), invert(), save_image())
+    add_node(muted, invert(), mode=2)
+    add_node(muted, invert(), mode=4)
+    return [large_chain(20), chain(empty_image(10, 10), save_image("b")), load_workflow("default_t2i.json"),
+            chain(empty_image(), scale(20, 30), invert(), preview_image(), titles={2: "Resize"}),
+            chain(empty_image(5, 5, 1), save_image("b")), muted]
+
+
+@contextlib.asynccontextmanager
+async def fresh_converter(config: Config, server_address: str) -> AsyncIterator[FrontendConverter]:
+    """A converter with a browser of its own (not the connector's), its page loaded from ``server_address``."""
+    converter = FrontendConverter(config)
+    await converter.launch()
+    try:
+        await converter.load(server_address)
+        yield converter
+    finally:
+        await converter.close()
+
+
+@needs_test_server
+async def test_the_page_runs_the_frontend_under_test(frontend_connector: ComfyConnector, frontend: Frontend) -> None:
+    """The worker preloads the pinned frontend from disk while ComfyUI boots; a ComfyUI serving
+    another build must get its own loaded instead, or the newest-frontend tier tests nothing."""
+    assert frontend_connector._converter._page is not None
+    assert await frontend_connector._converter._page.evaluate(FRONTEND_VERSION_JS) == frontend.version
+
+
+async def test_converts_ui_workflow_with_the_real_frontend(frontend_connector: ComfyConnector) -> None:
     workflow = chain(empty_image(48, 40, 7), invert(), save_image("conv"), titles={3: "Final save"})
-    prompt = await connector.get_prompt_from_workflow(workflow)
+    prompt = await frontend_connector.get_prompt_from_workflow(workflow)
     assert prompt == {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 7},
               "_meta": {"title": "EmptyImage"}},
@@ -154,26 +201,42 @@ async def test_converts_ui_workflow_with_the_real_frontend(connector: ComfyConne
     }
 
 
-async def test_accepts_json_string_and_drops_muted_nodes(connector: ComfyConnector) -> None:
+async def test_accepts_json_string_and_drops_muted_nodes(frontend_connector: ComfyConnector) -> None:
     workflow = chain(empty_image(), invert(), save_image())
     add_node(workflow, invert(), mode=2)  # muted
     add_node(workflow, invert(), mode=4)  # bypassed
-    prompt = await connector.get_prompt_from_workflow(json.dumps(workflow))
+    prompt = await frontend_connector.get_prompt_from_workflow(json.dumps(workflow))
     assert sorted(prompt) == ["1", "2", "3"]
 
 
-async def test_default_text_to_image_graph_converts(connector: ComfyConnector) -> None:
-    prompt = await connector.get_prompt_from_workflow(load_workflow("default_t2i.json"))
+async def test_default_text_to_image_graph_converts(frontend_connector: ComfyConnector) -> None:
+    prompt = await frontend_connector.get_prompt_from_workflow(load_workflow("default_t2i.json"))
     assert {node["class_type"] for node in prompt.values()} == {
         "CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage"}
     assert prompt["3"]["inputs"]["model"] == ["4", 0]
 
 
-async def test_unknown_node_types_are_listed(connector: ComfyConnector) -> None:
+async def test_unknown_node_types_are_listed(frontend_connector: ComfyConnector) -> None:
     with pytest.raises(UnknownNodeTypesError) as caught:
-        await connector.get_prompt_from_workflow(with_unknown_node("MyMissingNode"))
+        await frontend_connector.get_prompt_from_workflow(with_unknown_node("MyMissingNode"))
     assert caught.value.node_types == ["MyMissingNode"]
     assert "MyMissingNode" in str(caught.value)
+
+
+async def test_legacy_node_types_load_as_the_frontend_loads_them(frontend_connector: ComfyConnector,
+                                                                 frontend: Frontend) -> None:
+    """Frontend 1.27 renames legacy types while loading (T2IAdapterLoader is a ControlNetLoader);
+    1.58 no longer does, and there the type is missing, not a node without a class_type."""
+    workflow = chain(empty_image(), invert(), save_image("legacy"))
+    add_node(workflow, ("T2IAdapterLoader", ["adapter.pth"], [], [("CONTROL_NET", "CONTROL_NET")]))
+    if frontend.name == "pinned":
+        prompt = await frontend_connector.get_prompt_from_workflow(workflow)
+        assert prompt["4"]["class_type"] == "ControlNetLoader"
+        assert prompt["4"]["inputs"] == {"control_net_name": "adapter.pth"}
+    else:
+        with pytest.raises(UnknownNodeTypesError) as caught:
+            await frontend_connector.get_prompt_from_workflow(workflow)
+        assert caught.value.node_types == ["T2IAdapterLoader"]
 
 
 @pytest.mark.parametrize("bad", ["not json", "[1, 2]", {"foo": 1}, {}, {"1": {"inputs": {}}}])
@@ -188,55 +251,51 @@ async def test_api_workflow_is_not_a_ui_workflow(connector: ComfyConnector) -> N
 
 
 async def test_conversions_are_isolated_from_what_the_page_converted_before(
-        connector: ComfyConnector) -> None:
+        frontend_connector: ComfyConnector) -> None:
     """Converting B gives the same result after A, C, … on one page as on a fresh page."""
-    workflows = [large_chain(20), chain(empty_image(10, 10), save_image("b")), load_workflow("default_t2i.json"),
-                 chain(empty_image(), scale(20, 30), invert(), preview_image(), titles={2: "Resize"}),
-                 chain(empty_image(5, 5, 1), save_image("b"))]
-    warm = FrontendConverter(connector.config)
-    await warm.launch()
-    try:
-        await warm.load(connector.server_address)
+    workflows = conversion_suite()
+    async with fresh_converter(frontend_connector.config, frontend_connector.server_address) as warm:
         in_sequence = [await warm.convert(w) for w in workflows]
-    finally:
-        await warm.close()
     for workflow, converted in zip(workflows, in_sequence, strict=True):
-        fresh = FrontendConverter(connector.config)
-        await fresh.launch()
-        try:
-            await fresh.load(connector.server_address)
+        async with fresh_converter(frontend_connector.config, frontend_connector.server_address) as fresh:
             assert await fresh.convert(workflow) == converted
-        finally:
-            await fresh.close()
 
 
-async def test_conversion_cache_returns_independent_copies(connector: ComfyConnector) -> None:
+@needs_test_server
+async def test_newest_frontend_converts_the_suite_like_the_pinned_one(config_path: Path, tmp_path: Path) -> None:
+    """Users on a newer ComfyUI get a newer frontend: the prompts it queues must not change."""
+    config = Config.load(config_path)
+    prompts = []
+    for frontend in (pinned_frontend(), newest_frontend()):
+        with start_server(str(tmp_path / frontend.name), frontend.comfy_args) as server:
+            async with fresh_converter(config, server.url) as converter:
+                assert converter._page is not None
+                assert await converter._page.evaluate(FRONTEND_VERSION_JS) == frontend.version
+                prompts.append([await converter.convert(workflow) for workflow in conversion_suite()])
+    assert prompts[0] == prompts[1]
+
+
+async def test_conversion_cache_returns_independent_copies(frontend_connector: ComfyConnector) -> None:
     workflow = chain(empty_image(33, 33), save_image("cache"))
-    first = await connector.get_prompt_from_workflow(workflow)
+    first = await frontend_connector.get_prompt_from_workflow(workflow)
     first["1"]["inputs"]["width"] = 1
-    second = await connector.get_prompt_from_workflow(dict(reversed(list(workflow.items()))))
+    second = await frontend_connector.get_prompt_from_workflow(dict(reversed(list(workflow.items()))))
     assert second["1"]["inputs"]["width"] == 33
 
 
-async def test_conversion_timeout_retries_then_raises_timeout(connector: ComfyConnector) -> None:
-    from comfy_serverless.config import Config
-    config = Config(**{**connector.config.__dict__, "convert_timeout_s": 0.0005, "convert_attempts": 2})
-    converter = FrontendConverter(config)
-    await converter.launch()
-    try:
-        await converter.load(connector.server_address)
+async def test_conversion_timeout_retries_then_raises_timeout(frontend_connector: ComfyConnector) -> None:
+    config = Config(**{**frontend_connector.config.__dict__, "convert_timeout_s": 0.0005, "convert_attempts": 2})
+    async with fresh_converter(config, frontend_connector.server_address) as converter:
         with pytest.raises(TimeoutError, match="timed out 2 times"):
             await converter.convert(large_chain(60))
-    finally:
-        await converter.close()
 
 
-async def test_crashed_chromium_is_restarted_on_next_conversion(connector: ComfyConnector) -> None:
-    converter = connector._converter
+async def test_crashed_chromium_is_restarted_on_next_conversion(frontend_connector: ComfyConnector) -> None:
+    converter = frontend_connector._converter
     for pid in list(converter._chromium_pids):
         psutil.Process(pid).kill()
     await asyncio.sleep(0.5)
-    prompt = await connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
+    prompt = await frontend_connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
     assert prompt["1"]["inputs"]["width"] == 71
 
 

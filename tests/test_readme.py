@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfy_serverless.config import DEFAULT_TEST_PAYLOAD, Config
+from conftest import newest_frontend_version, pinned_frontend
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,3 +29,10 @@ def test_readme_leads_with_the_two_commands() -> None:
     text = README.read_text()
     quickstart = text[text.index("## Quickstart"):]
     assert quickstart.index("make run") < quickstart.index("make test") < quickstart.index("##", 3)
+
+
+def test_readme_states_the_tested_frontend_range() -> None:
+    """The frontend range README promises is the one the conversion tests run: the two pins."""
+    text = " ".join(README.read_text().split())
+    assert (f"Tested range: `comfyui-frontend-package` {pinned_frontend().version} (pinned) to "
+            f"{newest_frontend_version()};") in text

@@ -59,32 +59,46 @@ _HEALTH_TIMEOUT_S = 5.0
 _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
 
 # Missing node types are found before loading: loadGraphData would silently replace them
-# with placeholders and graphToPrompt would drop them from the prompt. (The renames are
-# the ones loadGraphData itself applies to legacy type names.) Each load opens a temporary
+# with placeholders, which graphToPrompt drops or emits without a class_type. Legacy type
+# names are the exception: frontends up to 1.2x rename them while loading (T2IAdapterLoader
+# to ControlNetLoader ...), newer ones (1.58) no longer do. So a workflow whose only unknown
+# types are legacy names is loaded, and the loaded graph tells whether this frontend renamed
+# them. The load options are those of every tested frontend (each reads its own): 1.27 the
+# show...Dialog flags, 1.58 deferWarnings and skipAssetScans (its missing-model and -media
+# scans cost a request per load and their warnings are not wanted). Each load opens a temporary
 # workflow tab in the frontend's store; it is closed again so a long-lived page does not
 # accumulate thousands of them. Workflow and prompt cross as JSON text: Playwright's own
 # serialisation of a large object costs ~20 ms each way, JSON.parse well under one.
 _CONVERT_JS = """
 async (workflowJson) => {
+  const app = window.app;
   const workflow = JSON.parse(workflowJson);
-  const renamed = {T2IAdapterLoader: "ControlNetLoader", "ConditioningAverage ": "ConditioningAverage",
-                   SDV_img2vid_Conditioning: "SVD_img2vid_Conditioning"};
+  const legacyTypes = new Set(["T2IAdapterLoader", "ConditioningAverage ", "SDV_img2vid_Conditioning"]);
   const registered = window.LiteGraph.registered_node_types;
   const subgraphs = ((workflow.definitions || {}).subgraphs || []);
   const subgraphIds = new Set(subgraphs.map((g) => g.id));
-  const missing = new Set();
+  const known = (type) => typeof type === "string" && (type in registered || subgraphIds.has(type));
+  const unknown = [];
   for (const graph of [workflow, ...subgraphs]) {
     for (const node of graph.nodes || []) {
-      const type = node && typeof node.type === "string" ? (renamed[node.type] || node.type) : null;
-      if (type !== null && !(type in registered) && !subgraphIds.has(type)) missing.add(node.type);
+      if (node && typeof node.type === "string" && !known(node.type)) {
+        unknown.push({graph: graph === workflow ? null : graph.id, id: node.id, type: node.type});
+      }
     }
   }
-  if (missing.size) return JSON.stringify({missing: [...missing]});
-  const store = window.app.extensionManager.workflow;
+  const missing = (nodes) => JSON.stringify({missing: [...new Set(nodes.map((node) => node.type))]});
+  const surelyMissing = unknown.filter((node) => !legacyTypes.has(node.type));
+  if (surelyMissing.length) return missing(surelyMissing);
+  const store = app.extensionManager.workflow;
   try {
-    await window.app.loadGraphData(workflow, true, true, null,
-      {showMissingNodesDialog: false, showMissingModelsDialog: false});
-    const {output} = await window.app.graphToPrompt();
+    await app.loadGraphData(workflow, true, true, null,
+      {showMissingNodesDialog: false, showMissingModelsDialog: false,
+       deferWarnings: true, skipAssetScans: true, silentAssetErrors: true});
+    const loaded = (node) => (node.graph === null ? app.graph : app.graph.subgraphs.get(node.graph))
+      ?.getNodeById(node.id);
+    const notRenamed = unknown.filter((node) => !known(loaded(node)?.type));
+    if (notRenamed.length) return missing(notRenamed);
+    const {output} = await app.graphToPrompt();
     return JSON.stringify({output});
   } finally {
     if (store.activeWorkflow) await store.closeWorkflow(store.activeWorkflow);
