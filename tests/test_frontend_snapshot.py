@@ -65,6 +65,7 @@ def test_the_record_holds_what_the_frontend_reads(record_path: Path) -> None:
     settings = json.loads(record.responses["/api/settings"].body)
     assert settings["Comfy.Workflow.Persist"] is False  # the worker's own settings, not a fresh user's
     assert not any(key.startswith("/assets/") for key in record.responses)  # not the frontend's static files
+    assert "/user.css" in record.responses  # ComfyUI's own stylesheet route: held, it would hold the page
 
 
 async def test_a_cold_start_replays_the_record_and_converts_the_same(

@@ -43,10 +43,6 @@ CHROMIUM_ARGS = [
 # would otherwise write every converted workflow to localStorage).
 FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.Persist": False}
 
-#: What a record keeps: ComfyUI's API, custom nodes' web files and the templates; not the
-#: frontend's own static files, which the worker serves from its frontend package.
-_RECORDED_PREFIXES = ("/api/", "/extensions/", "/templates/", "/internal/")
-
 #: Seconds without a new API request after which a recording page is considered set up.
 _RECORD_QUIET_S = 1.5
 
@@ -261,7 +257,8 @@ class FrontendConverter:
             await self.launch()
         assert self._browser is not None
         page = await self._browser.new_page()
-        router = _PageRouter(server_address, None, _set_event(), None, recording={})
+        router = _PageRouter(server_address, None, _set_event(), None, recording={},
+                             known_static=_local_frontend_root())
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
             await page.route("**/*", router.route)
@@ -405,17 +402,22 @@ class _PageRouter:
       cold start, and without a trip to ComfyUI after it.
     - Until ComfyUI answers, GETs that ``record`` holds are answered from it.
     - Everything else goes to ComfyUI, once ``comfy_ready`` is set; with
-      ``recording``, GET answers are kept there (see :meth:`FrontendConverter.record`).
+      ``recording``, GET answers are kept there (see :meth:`FrontendConverter.record`),
+      except the files of the frontend package ``known_static`` (a cold start serves
+      them from disk). ComfyUI's own routes are all kept, ``/user.css`` as much as
+      ``/api/settings``: a held stylesheet would hold the whole page.
     """
 
     def __init__(self, server_address: str, static_root: Path | None, comfy_ready: asyncio.Event,
-                 record: FrontendRecord | None, *, recording: dict[str, RecordedResponse] | None = None) -> None:
+                 record: FrontendRecord | None, *, recording: dict[str, RecordedResponse] | None = None,
+                 known_static: Path | None = None) -> None:
         self.origin = server_address
         self.static_root = static_root
         self.record = record
         self.recording = recording if recording is not None else {}
         self.replayed = 0
         self._recording = recording is not None
+        self._known_static = known_static
         self._comfy_ready = comfy_ready
 
     async def route(self, route: Route, request: Request) -> None:
@@ -440,12 +442,17 @@ class _PageRouter:
                 await route.fulfill(status=recorded.status, content_type=recorded.content_type, body=recorded.body)
                 return
             await self._comfy_ready.wait()
-            if self._recording and url.path.startswith(_RECORDED_PREFIXES):
+            if self._recording and not self._is_known_static(url.path):
                 await self._record_answer(route, key)
             else:
                 await route.continue_()
         except PlaywrightError:
             pass  # the page was closed meanwhile
+
+    def _is_known_static(self, path: str) -> bool:
+        if self._known_static is None:
+            return path.startswith("/assets/")  # no package to compare with: keep all but the bundle
+        return _static_file(self._known_static, path) is not None
 
     async def _record_answer(self, route: Route, key: str) -> None:
         response = await route.fetch()
