@@ -1,0 +1,230 @@
+"""The security suite: each class of hostile input from issue 12 (and issue 9's text rewriting), attacked
+as a class, through the real pipeline (``JobRunner.run``) on the real ComfyUI (test server or real) and
+real Chromium, with real loopback HTTP servers and a real S3 server.
+
+Classes: file-like prompt values and free text (9.5, 12.6); payloads that are slow to check (12.1);
+exceptions that must be job errors (12.2); cleanup of exactly what a job added (12.3); names (12.4);
+error size (12.5); budgets (12.7); S3 scope (12.8).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ntpath
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from comfy_serverless import ComfyConnector
+from comfy_serverless.errors import JobInputError
+from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
+from comfy_serverless.workflow import FileInputs, split_annotation
+from test_bad_input import Spies, assert_nothing_ran, history, spies
+from test_jobs import data_uri, first_pixel, folder_state, invert_job, png, runner, scratch
+
+_FIXTURES = (runner, scratch, spies)  # reused: the runner without S3, its scratch dir, the spies
+
+IMAGE = png((10, 20, 30))
+IMAGE_URI = data_uri(IMAGE)
+PRIVATE = "job-0123456789ab"  # what another job's private folder looks like
+
+
+def load_save(image: str, prefix: str = "sec") -> dict[str, Any]:
+    """An API prompt: LoadImage(image) → SaveImage(prefix)."""
+    return {"1": {"class_type": "LoadImage", "inputs": {"image": image}, "_meta": {"title": "Load"}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
+
+
+def photo(name: str = "photo.png", **entry: Any) -> dict[str, Any]:
+    return {"source": IMAGE_URI, "name": name, **entry}
+
+
+async def refused(runner: JobRunner, connector: ComfyConnector, scratch: Path, spies: Spies, job: dict[str, Any],
+                  *expected: str, error_type: str = "JobInputError") -> dict[str, Any]:
+    """Run ``job``; it must fail with ``error_type`` naming ``expected``, and nothing may have run."""
+    history_before, folders_before = await history(connector), folder_state(connector, scratch)
+    result = await runner.run("job-hostile", job)
+    assert result.get("error_type") == error_type, result
+    for text in expected:
+        assert text in result["error"], f"{text!r} not in {result['error']!r}"
+    assert "\n" not in result["error"]
+    await assert_nothing_ran(connector, spies, history_before, folders_before, scratch)
+    return result
+
+
+# --- 9.5: only inputs that ComfyUI resolves as files are rewritten ------------------------------
+@pytest.fixture
+def file_inputs(connector: ComfyConnector) -> FileInputs:
+    return FileInputs.from_object_info(connector.node_types)
+
+
+@pytest.mark.parametrize(("class_type", "name"), [
+    ("LoadImage", "image"),                    # upload widget (image_upload)
+    ("LoadImageMask", "image"),                # upload widget
+    ("LoadVideo", "file"),                     # COMBO with video_upload
+    ("LoadLatent", "latent"),                  # a combo listing files of the input folder
+    ("CheckpointLoaderSimple", "ckpt_name"),   # model-name combos
+    ("LoraLoader", "lora_name"),
+    ("UpscaleModelLoader", "model_name"),
+])
+def test_file_inputs_are_found_in_object_info(file_inputs: FileInputs, class_type: str, name: str) -> None:
+    assert name in file_inputs.by_type[class_type]
+
+
+@pytest.mark.parametrize(("class_type", "name"), [
+    ("CLIPTextEncode", "text"), ("SaveImage", "filename_prefix"), ("KSampler", "sampler_name"),
+    ("KSampler", "scheduler"), ("ImageScale", "upscale_method"), ("EmptyImage", "width"),
+])
+def test_text_numbers_and_plain_choices_are_not_file_inputs(file_inputs: FileInputs, class_type: str,
+                                                            name: str) -> None:
+    assert name not in file_inputs.by_type.get(class_type, frozenset())
+
+
+def test_rewriting_touches_file_inputs_only(file_inputs: FileInputs) -> None:
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "photo.png", "clip": ["3", 1]}},
+        "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "model.safetensors"}},
+        "4": {"class_type": "LoraLoader", "inputs": {"lora_name": "detail.safetensors", "model": ["3", 0],
+                                                     "clip": ["3", 1], "strength_model": 1, "strength_clip": 1}},
+        "5": {"class_type": "SaveImage", "inputs": {"filename_prefix": "photo.png", "images": ["1", 0]}},
+        "6": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}},
+        "7": {"class_type": "LoadLatent", "inputs": {"latent": "photo.png"}},
+    }
+    references = {"photo.png": f"{PRIVATE}/photo.png", "model.safetensors": f"{PRIVATE}/model.safetensors",
+                  "detail.safetensors": f"{PRIVATE}/detail.safetensors", "clip.mp4": f"{PRIVATE}/clip.mp4"}
+    rewrite_references(prompt, references, file_inputs)
+    assert prompt["1"]["inputs"]["image"] == f"{PRIVATE}/photo.png"
+    assert prompt["2"]["inputs"]["text"] == "photo.png"  # free text stays as it is
+    assert prompt["3"]["inputs"]["ckpt_name"] == f"{PRIVATE}/model.safetensors"
+    assert prompt["4"]["inputs"]["lora_name"] == f"{PRIVATE}/detail.safetensors"
+    assert prompt["5"]["inputs"]["filename_prefix"] == "photo.png"
+    assert prompt["6"]["inputs"]["file"] == f"{PRIVATE}/clip.mp4"
+    assert prompt["7"]["inputs"]["latent"] == f"{PRIVATE}/photo.png"
+
+
+async def test_a_string_input_equal_to_an_input_name_reaches_comfyui_unchanged(runner: JobRunner) -> None:
+    """SaveImage's filename_prefix (a STRING) equal to the input's name: the image is saved under that
+    prefix, not into the job's private folder, while LoadImage reads the job's private copy."""
+    result = await runner.run("job-text", {"workflow": load_save("photo.png", prefix="photo.png"),
+                                           "inputs": [photo()]})
+    assert "error" not in result, result
+    (output,) = result["outputs"]
+    assert output["subfolder"] == "" and output["filename"].startswith("photo.png_"), output
+    sent = result["history"][result["prompt_id"]]["prompt"][2]
+    assert sent["2"]["inputs"]["filename_prefix"] == "photo.png"
+    assert sent["1"]["inputs"]["image"].startswith("job-") and sent["1"]["inputs"]["image"].endswith("/photo.png")
+    assert first_pixel(base64.b64decode(output["data"])) == (10, 20, 30)
+
+
+@pytest.mark.parametrize("reference", ["photo.png", "photo.png [input]"])
+async def test_input_folder_inputs_may_be_named_plain_or_annotated(runner: JobRunner, reference: str) -> None:
+    result = await runner.run("job-annotated", {"workflow": load_save(reference), "inputs": [photo()]})
+    assert "error" not in result, result
+    assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) == (10, 20, 30)
+
+
+async def test_an_output_folder_input_is_named_with_its_annotation(runner: JobRunner) -> None:
+    result = await runner.run("job-output-input", {"workflow": load_save("photo.png [output]"),
+                                                   "inputs": [photo(folder_type="output")]})
+    assert "error" not in result, result
+    assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) == (10, 20, 30)
+
+
+# --- 12.6: file-like prompt values --------------------------------------------------------------
+HOSTILE_FILE_VALUES = [
+    pytest.param("../../../etc/passwd", "steps outside ComfyUI's folders", id="dotdot"),
+    pytest.param("sub/../../x.png", "steps outside ComfyUI's folders", id="inner-dotdot"),
+    pytest.param("..\\..\\x.png", "steps outside ComfyUI's folders", id="backslash-dotdot"),
+    pytest.param("/etc/passwd", "is an absolute path", id="absolute"),
+    pytest.param("//etc/passwd", "is an absolute path", id="double-slash"),
+    pytest.param("\\\\server\\share\\x.png", "is an absolute path", id="unc"),
+    pytest.param("C:\\Windows\\win.ini", "is an absolute path", id="drive"),
+    pytest.param("/etc/passwd [input]", "is an absolute path", id="absolute-annotated"),
+    pytest.param("../x.png [input]", "steps outside", id="dotdot-annotated"),
+    pytest.param("x.png [output]", "reads from ComfyUI's output folder", id="output-annotation"),
+    pytest.param("x.png [temp]", "reads from ComfyUI's temp folder", id="temp-annotation"),
+    pytest.param("../../etc/passwd [output]", "reads from ComfyUI's output folder", id="output-dotdot"),
+    pytest.param(f"{PRIVATE}/photo.png", "names another job's private folder", id="other-job"),
+    pytest.param(f"sub/{PRIVATE}/photo.png", "names another job's private folder", id="other-job-nested"),
+    pytest.param("a\nb.png", "contains control characters", id="newline"),
+]
+
+
+@pytest.mark.parametrize(("value", "problem"), HOSTILE_FILE_VALUES)
+async def test_hostile_file_values_are_refused_before_anything_runs(
+        value: str, problem: str, runner: JobRunner, connector: ComfyConnector, scratch: Path, spies: Spies) -> None:
+    await refused(runner, connector, scratch, spies, {"workflow": load_save(value), "inputs": [photo()]},
+                  "prompt node 1 (LoadImage) input 'image'", problem)
+    assert spies.fetched == []
+
+
+@pytest.mark.parametrize(("value", "problem"), HOSTILE_FILE_VALUES[:4])
+async def test_hostile_file_values_are_refused_in_overrides_and_ui_workflows(
+        value: str, problem: str, runner: JobRunner, connector: ComfyConnector, scratch: Path, spies: Spies) -> None:
+    await refused(runner, connector, scratch, spies, {"workflow": load_save("photo.png"), "inputs": [photo()],
+                                                      "overrides": {"Load": {"image": value}}}, problem)
+    await refused(runner, connector, scratch, spies, invert_job(value), problem)
+
+
+@pytest.mark.parametrize("value", ["../loras/x.safetensors", "/runpod-volume/models/x.safetensors",
+                                   f"{PRIVATE}/detail.safetensors"])
+async def test_hostile_model_names_are_refused(value: str, runner: JobRunner, connector: ComfyConnector,
+                                               scratch: Path, spies: Spies) -> None:
+    workflow = {**load_save("photo.png"), "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": value}}}
+    await refused(runner, connector, scratch, spies, {"workflow": workflow, "inputs": [photo()]},
+                  "prompt node 3 (CheckpointLoaderSimple) input 'ckpt_name'")
+
+
+@pytest.mark.parametrize("value", ["photo.png", "sub/photo.png", "clipspace/clipspace-mask-1.png [input]",
+                                   "sd15/realistic.safetensors", "My Model (v2).safetensors", "a..b.png",
+                                   "job-photos/x.png"])
+def test_what_a_normal_workflow_uses_passes(value: str, file_inputs: FileInputs) -> None:
+    check_file_inputs({"1": {"class_type": "LoadImage", "inputs": {"image": value}},
+                       "2": {"class_type": "LoraLoader", "inputs": {"lora_name": value}}}, file_inputs, set())
+
+
+def _comfy_resolves(value: str, root: str) -> tuple[str, str]:
+    """The path ComfyUI opens for an input-file value (folder_paths.get_annotated_filepath), on POSIX and on
+    Windows rules, whichever leaves ``root`` further."""
+    name, folder = split_annotation(value)
+    base = os.path.join(root, folder or "input")
+    return os.path.normpath(os.path.join(base, name)), ntpath.normpath(ntpath.join(base, name))
+
+
+_path_parts = st.sampled_from(["..", ".", "a", "x.png", PRIVATE, "", " ", "C:", "~", "%2e%2e", "\\", "job-x"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(_path_parts, min_size=1, max_size=6), separator=st.sampled_from(["/", "\\"]),
+       annotation=st.sampled_from(["", " [input]", " [output]", " [temp]", "[output]"]))
+def test_any_value_that_passes_stays_in_the_input_folder(parts: list[str], separator: str, annotation: str,
+                                                         file_inputs: FileInputs) -> None:
+    value = separator.join(parts) + annotation
+    try:
+        check_file_inputs({"1": {"class_type": "LoadImage", "inputs": {"image": value}}}, file_inputs, set())
+    except JobInputError:
+        return
+    root = "/comfy"
+    for resolved in _comfy_resolves(value, root):
+        inside = resolved.replace("\\", "/")
+        assert inside.startswith(f"{root}/input/") or inside == f"{root}/input", (value, resolved)
+        assert PRIVATE not in inside, (value, resolved)
+
+
+def test_values_that_are_the_jobs_own_inputs_pass(file_inputs: FileInputs) -> None:
+    check_file_inputs({"1": {"class_type": "LoadImage", "inputs": {"image": "x.png [output]"}}}, file_inputs,
+                      {"x.png [output]"})
+
+
+async def test_a_refusal_lists_every_hostile_value(runner: JobRunner) -> None:
+    workflow = {str(i): {"class_type": "LoadImage", "inputs": {"image": f"../{i}.png"}} for i in range(1, 4)}
+    workflow["9"] = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
+    result = await runner.run("job-many", {"workflow": workflow})
+    assert result["error_type"] == "JobInputError" and "(3 problems)" in result["error"], result
+    assert json.dumps(result).count("steps outside") >= 3
