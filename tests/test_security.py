@@ -9,10 +9,13 @@ error size (12.5); budgets (12.7); S3 scope (12.8).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ntpath
 import os
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +231,59 @@ async def test_a_refusal_lists_every_hostile_value(runner: JobRunner) -> None:
     result = await runner.run("job-many", {"workflow": workflow})
     assert result["error_type"] == "JobInputError" and "(3 problems)" in result["error"], result
     assert json.dumps(result).count("steps outside") >= 3
+
+
+# --- 12.1: every check is linear, off the loop, and a cancel takes effect at once ---------------
+def overrides_attack(nodes: int, targets: int) -> dict[str, Any]:
+    """An API prompt of ``nodes`` titled nodes and ``targets`` overrides whose titles match none of them."""
+    workflow = {str(i): {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+                         "_meta": {"title": f"node {i}"}} for i in range(1, nodes)}
+    workflow[str(nodes)] = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
+    return {"workflow": workflow, "overrides": {f"no such title {i}": {"width": 1} for i in range(targets)}}
+
+
+async def _seconds(runner: JobRunner, job: object) -> float:
+    started = time.perf_counter()
+    result = await runner.run("job-timed", job)
+    assert isinstance(result, dict)
+    return time.perf_counter() - started
+
+
+async def test_slow_to_check_payloads_take_linear_time(runner: JobRunner) -> None:
+    """Timing guard, as ratios measured in the same run: the 2.5 MB attack that took ~17 s before (every
+    target compared with every node) is refused within 40 trivial jobs' time, and 4 times the payload
+    takes at most 8 times as long (quadratic work would take 16 times)."""
+    trivial_job = {"workflow": load_save("photo.png"), "inputs": [photo()]}
+    trivial = statistics.median([await _seconds(runner, trivial_job) for _ in range(3)])
+    small, large = overrides_attack(5_000, 50_000), overrides_attack(20_000, 200_000)
+    assert len(json.dumps(small)) > 2_000_000
+    small_s = min([await _seconds(runner, small) for _ in range(2)])
+    large_s = await _seconds(runner, large)
+    assert small_s < 40 * trivial, (small_s, trivial)
+    assert large_s < 8 * small_s, (large_s, small_s)
+
+
+async def test_the_loop_stays_responsive_and_a_cancel_takes_effect_within_a_second(runner: JobRunner) -> None:
+    largest_gap = 0.0
+
+    async def tick() -> None:
+        nonlocal largest_gap
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            largest_gap = max(largest_gap, time.perf_counter() - before)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        result = await runner.run("job-slow", overrides_attack(5_000, 50_000))
+        assert result["error_type"] == "JobInputError"
+        assert largest_gap < 0.5, f"the loop was held for {largest_gap:.2f} s"
+        job = asyncio.create_task(runner.run("job-cancelled", overrides_attack(20_000, 200_000)))
+        await asyncio.sleep(0.05)
+        cancelled_at = time.perf_counter()
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        assert time.perf_counter() - cancelled_at < 1.0
+    finally:
+        ticker.cancel()

@@ -448,6 +448,10 @@ def _parse_overrides(value: object, problems: Problems) -> dict[str, dict[str, A
         return {}
     overrides: dict[str, dict[str, Any]] = {}
     for node, node_inputs in checked.items():
+        if isinstance(node, str) and node and isinstance(node_inputs, dict) and node_inputs and all(
+                isinstance(name, str) and name for name in node_inputs):
+            overrides[node] = dict(node_inputs)
+            continue
         node_path = f"{path}[{show(node)}]"
         if not isinstance(node, str) or not node:
             problems.add(node_path, "node ids and titles must be non-empty strings")
@@ -455,10 +459,8 @@ def _parse_overrides(value: object, problems: Problems) -> dict[str, dict[str, A
             problems.add(node_path, f"must be an object of {{input_name: value}}, got {show(node_inputs)}")
         elif not node_inputs:
             problems.add(node_path, "must not be empty (give at least one input_name: value)")
-        elif not all(isinstance(name, str) and name for name in node_inputs):
-            problems.add(node_path, "input names must be non-empty strings")
         else:
-            overrides[node] = dict(node_inputs)
+            problems.add(node_path, "input names must be non-empty strings")
     return overrides
 
 
