@@ -16,14 +16,18 @@ import ntpath
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from comfy_serverless import ComfyConnector
+from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError
 from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
 from comfy_serverless.workflow import FileInputs, split_annotation
@@ -287,3 +291,135 @@ async def test_the_loop_stays_responsive_and_a_cancel_takes_effect_within_a_seco
         assert time.perf_counter() - cancelled_at < 1.0
     finally:
         ticker.cancel()
+
+
+# --- 12.2: every failure in the job path is a job error -----------------------------------------
+def url_job(url: str) -> dict[str, Any]:
+    return {"workflow": load_save("remote.png"), "inputs": [{"source": url, "name": "remote.png"}]}
+
+
+def nested(depth: int, kind: str = "list") -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"k": value}
+    return value
+
+
+_ONE_LINE_ERRORS = ("JobInputError", "InputFetchError")
+
+
+def assert_job_error(result: object, *types: str) -> None:
+    assert isinstance(result, dict) and "error" in result, result
+    assert result["error_type"] in types, result
+    assert isinstance(result["error"], str) and "\n" not in result["error"] and "Traceback" not in result["error"]
+    json.dumps(result)
+
+
+@pytest.mark.parametrize("host", [
+    "exa\u200bmple.com", "exa\u00admple.com", "exa\ufeffmple.com", "ex%zzample.com", "ex%41mple.com", "a..b",
+    ".example.com", "example..com.", "\u0080", "xn--", "xn--zz--", "a" * 64 + ".com", "ex_ample\u3002com\u3002",
+    "[::1", "[not-an-ip]", "a\\b", "exa mple.com", "\u202eevil.com", "ß.de\u200d", "-" * 10 + "." + "a" * 250,
+])
+async def test_hostile_hosts_are_job_errors(host: str, runner: JobRunner, connector: ComfyConnector, scratch: Path,
+                                            spies: Spies) -> None:
+    result = await runner.run("job-host", url_job(f"http://{host}/x.png"))
+    assert_job_error(result, *_ONE_LINE_ERRORS)
+    assert spies.connections == [] and spies.queued == []
+
+
+_host_chars = st.sampled_from(list("ab-._%[]:@\\/") + ["\u200b", "\u00ad", "\u0080", "\ufeff", "ｅ", "ß", "xn--",
+                                                       "\u3002", "%zz", "%2e", "\u0301", "\ud7ff", "\U0001f600"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=st.lists(_host_chars, min_size=1, max_size=12).map("".join))
+async def test_any_generated_host_is_a_job_error(host: str, runner: JobRunner, spies: Spies) -> None:
+    connections = len(spies.connections)
+    result = await runner.run("job-host", url_job(f"http://{host}/x.png"))
+    assert_job_error(result, *_ONE_LINE_ERRORS)
+    assert len(spies.connections) == connections  # no hostile host is resolved by the pinned resolver
+
+
+@pytest.fixture
+async def redirector() -> AsyncIterator[str]:
+    """A loopback server that redirects ``/r?to=<Location>`` to whatever ``to`` says."""
+    app = web.Application()
+
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": request.query["to"]})
+
+    app.router.add_get("/r", redirect)
+    app_runner = web.AppRunner(app)
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/r"  # type: ignore[union-attr]
+    await app_runner.cleanup()
+
+
+@pytest.fixture
+def allowing_runner(connector: ComfyConnector, scratch: Path) -> JobRunner:
+    return JobRunner(connector, Config(scratch_dir=str(scratch), url_allowlist="127.0.0.1"), None)
+
+
+@pytest.mark.parametrize("location", [
+    "http://[::1", "http://[::1/x.png", "http://a\\b/x.png", "\\\\evil.com/x.png", "http://exa\u200bmple.com/",
+    "http://ex%zzample.com/", "http://a..b/", "http://:80/", "http:///x", "//[", "http://[fe80::1%zz]/",
+    "http://u:p@example.com/", "file:///etc/passwd", "http://example.com:99999/", "http://%E2%80%8B.com/",
+])
+async def test_malformed_redirect_targets_are_job_errors(location: str, redirector: str,
+                                                         allowing_runner: JobRunner, spies: Spies) -> None:
+    result = await allowing_runner.run("job-redirect", url_job(f"{redirector}?{urlencode({'to': location})}"))
+    assert_job_error(result, "InputFetchError")
+    # Refused as a redirect, or (a backslash is a path character in a URL) a 404 of the same server.
+    assert "redirect" in result["error"] or result.get("status") == 404, result
+    assert all(host == "127.0.0.1" for host in spies.connections), spies.connections
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=st.lists(_host_chars, min_size=1, max_size=10).map("".join),
+       prefix=st.sampled_from(["http://", "https://", "//", "", "http:", "http:\\\\"]))
+async def test_any_generated_redirect_target_is_a_job_error(host: str, prefix: str, redirector: str,
+                                                            allowing_runner: JobRunner, spies: Spies) -> None:
+    result = await allowing_runner.run("job-redirect", url_job(f"{redirector}?{urlencode({'to': prefix + host})}"))
+    assert_job_error(result, "InputFetchError")
+    assert all(host == "127.0.0.1" for host in spies.connections), spies.connections
+
+
+@pytest.mark.parametrize("where", ["workflow", "override", "ui-widget", "workflow-string"])
+@pytest.mark.parametrize("kind", ["list", "dict"])
+@pytest.mark.parametrize("depth", [101, 300, 900, 5000])
+async def test_values_nested_too_deeply_are_refused(depth: int, kind: str, where: str, runner: JobRunner) -> None:
+    result = await runner.run("job-deep", deeply_nested_job(depth, kind, where))
+    assert_job_error(result, "JobInputError")
+    assert "nested" in result["error"], result
+
+
+def deeply_nested_job(depth: int, kind: str, where: str) -> dict[str, Any]:
+    """The trivial job with a value of ``depth`` levels in the prompt, an override, or a UI node's widgets."""
+    job: dict[str, Any] = {"workflow": load_save("photo.png"), "inputs": [photo()]}
+    if where == "workflow":
+        job["workflow"]["2"]["inputs"]["extra"] = nested(depth, kind)
+    elif where == "workflow-string":  # written by hand: json.dumps itself cannot go that deep
+        opening, closing = ("[", "]") if kind == "list" else ('{"k": ', "}")
+        job["workflow"]["2"]["inputs"]["extra"] = "@"
+        job["workflow"] = json.dumps(job["workflow"]).replace('"@"', opening * depth + "1" + closing * depth)
+    elif where == "override":
+        job["overrides"] = {"2": {"extra": nested(depth, kind)}}
+    else:
+        job = invert_job(inputs=[photo()])
+        job["workflow"]["nodes"][0]["widgets_values"].append(nested(depth, kind))
+    return job
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(depth=st.integers(1, 3000), kind=st.sampled_from(["list", "dict"]),
+       where=st.sampled_from(["workflow", "override", "ui-widget", "workflow-string"]))
+async def test_any_nesting_runs_or_is_refused_cleanly(depth: int, kind: str, where: str, runner: JobRunner) -> None:
+    result = await runner.run("job-deep", deeply_nested_job(depth, kind, where))
+    if depth > 99:  # the workflow's own levels count too
+        assert_job_error(result, "JobInputError")
+    elif "error" in result:
+        assert_job_error(result, "JobInputError", "WorkflowError", "PromptValidationError")
+    else:
+        assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) in ((10, 20, 30), (245, 235, 225))

@@ -59,6 +59,7 @@ _CONNECT_TIMEOUT_S = 30.0
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _DATA_URI_RE = re.compile(r"data:[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:;[A-Za-z0-9!#$&^_.+-]+=[^;,]*)*"
                           r";base64,", re.IGNORECASE)
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -76,22 +77,60 @@ def url_problem(url: str) -> str | None:
     The answer is a predicate to put after the field's name ("input.inputs[0].source must ...").
     It never echoes the URL: a URL may carry a token.
     """
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def parse_url(url: str) -> URL:
+    """The URL exactly as it will be requested; ``ValueError`` says why it cannot be one (see url_problem).
+
+    Every check the request machinery would make later (IDNA encoding of the
+    host, brackets, escapes, empty labels) is made here, so a hostile URL is a
+    clear job error, never an exception from deep inside aiohttp or yarl.
+    """
     if len(url) > MAX_URL_LENGTH:
-        return f"is longer than {MAX_URL_LENGTH} characters"
+        raise ValueError(f"is longer than {MAX_URL_LENGTH} characters")
     if _URL_FORBIDDEN_RE.search(url):
-        return "must not contain whitespace or control characters (percent-encode them)"
+        raise ValueError("must not contain whitespace or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         has_credentials = parts.username is not None or parts.password is not None
         hostname, _ = parts.hostname, parts.port
     except ValueError:
-        return "is not a valid URL (malformed host or port)"
+        raise ValueError("is not a valid URL (malformed host or port)") from None
     if parts.scheme.lower() not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got scheme {parts.scheme[:20]!r})"
+        raise ValueError(f"must be an http:// or https:// URL (got scheme {parts.scheme[:20]!r})")
     if has_credentials:
-        return "must not contain credentials (user:password@); use a presigned or tokenised URL"
+        raise ValueError("must not contain credentials (user:password@); use a presigned or tokenised URL")
     if not hostname:
-        return "names no host (expected http(s)://host/path)"
+        raise ValueError("names no host (expected http(s)://host/path)")
+    try:
+        parsed = URL(url, encoded=url.isascii())  # ASCII is sent byte for byte: a signature covers it
+        host = parsed.raw_host or ""
+    except ValueError:  # UnicodeError (IDNA) included
+        raise ValueError("has a host name that cannot be encoded (invisible or unusual characters, "
+                         "or an invalid internationalised name)") from None
+    problem = _host_problem(host)
+    if problem:
+        raise ValueError(f"has a host name that {problem}")
+    return parsed
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` (IDNA-encoded) is neither an IP address nor a DNS name, or ``None``."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = (host[:-1] if host.endswith(".") else host).split(".")
+    if len(host) > 253 or not all(labels):
+        return "is too long or has an empty label ('..')"
+    if not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        return "may only hold letters, digits, '-' and '_' between dots (at most 63 per label)"
     return None
 
 
@@ -124,7 +163,8 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
         raise InputFetchError(f"{label}: the download took longer than {limit:g} s (DOWNLOAD_TIMEOUT_S); use a "
                               "faster source or raise DOWNLOAD_TIMEOUT_S", input=label) from None
     except OSError as exc:  # the local disk: full, read-only, ...
-        raise InputFetchError(f"{label}: could not write {destination}: {exc.strerror or exc}", input=label) from exc
+        raise InputFetchError(f"{label}: could not write the download to the worker's disk: "
+                              f"{exc.strerror or type(exc).__name__}", input=label) from exc
     finally:
         with contextlib.suppress(OSError):  # a failed cleanup must not hide the error that caused it
             partial.unlink(missing_ok=True)
@@ -234,8 +274,8 @@ def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label
         raise InputFetchError(f"{label}: the data is not valid base64", input=label) from None
     except OSError as exc:
         destination.unlink(missing_ok=True)
-        raise InputFetchError(f"{label}: could not write {destination}: {exc.strerror or exc}",
-                              input=label) from exc
+        raise InputFetchError(f"{label}: could not write the data to the worker's disk: "
+                              f"{exc.strerror or type(exc).__name__}", input=label) from exc
     return size
 
 
@@ -361,10 +401,8 @@ class PinnedResolver(AbstractResolver):
 
 
 async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedResolver, label: str) -> None:
-    """Refuse ``url`` unless every address of its host is public or allowlisted; pin those addresses."""
-    problem = url_problem(str(url))
-    if problem:
-        raise InputFetchError(f"{label}: the URL {problem}", input=label)
+    """Refuse ``url`` (from :func:`parse_url`) unless every address of its host is public or allowlisted;
+    pin those addresses."""
     host = url.raw_host or ""
     port = url.port or (443 if url.scheme == "https" else 80)
     results = await _resolve(host, port, label)
@@ -390,8 +428,12 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str)
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_S)
     # trust_env=False: an HTTP(S)_PROXY from the environment would connect somewhere unchecked.
+    try:
+        first = parse_url(url)
+    except ValueError as exc:
+        raise InputFetchError(f"{label}: the URL {exc}", input=label) from None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
-        current = _as_yarl(url)
+        current = first
         for hop in range(MAX_REDIRECTS + 1):
             await _check_destination(current, allowlist, resolver, f"{label}: redirect {hop}" if hop else label)
             try:
@@ -406,8 +448,7 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str)
                                                  label=label, shown=_shown(current))
             except aiohttp.ClientError as exc:
                 raise InputFetchError(f"{label}: {_client_error_message(exc, current)}", input=label) from exc
-    raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(_as_yarl(url))}",
-                          input=label)
+    raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(first)}", input=label)
 
 
 def _status_error(response: aiohttp.ClientResponse, url: URL, label: str) -> InputFetchError:
@@ -416,16 +457,19 @@ def _status_error(response: aiohttp.ClientResponse, url: URL, label: str) -> Inp
                            "is right and has not expired)", input=label, status=response.status)
 
 
-def _as_yarl(url: str) -> URL:
-    """Send an ASCII URL byte for byte (a presigned URL's signature covers its exact encoding)."""
-    return URL(url, encoded=url.isascii())
-
-
 def _redirect_target(response: aiohttp.ClientResponse, label: str) -> URL:
+    """Where a redirect points, checked like the job's own URL: a malformed target is a job error."""
     location = response.headers.get("Location")
     if not location:
         raise InputFetchError(f"{label}: HTTP {response.status} redirect without a Location header", input=label)
-    return response.url.join(_as_yarl(location))
+    try:
+        target = str(response.url.join(URL(location, encoded=location.isascii())))
+    except ValueError:  # what yarl raises for an unclosed bracket, a backslash, a bad escape
+        raise InputFetchError(f"{label}: HTTP {response.status} redirect to a malformed URL", input=label) from None
+    try:
+        return parse_url(target)
+    except ValueError as exc:
+        raise InputFetchError(f"{label}: HTTP {response.status} redirect to a URL that {exc}", input=label) from None
 
 
 async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *, max_bytes: int, label: str,

@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import Config
 from .connector import ComfyConnector
-from .errors import ComfyServerlessError, ComfyUnavailableError, JobInputError, StorageError
+from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
 from .events import Progress
 from .inputs import fetch_all
 from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
@@ -180,8 +180,13 @@ class JobRunner:
         references: dict[str, str] = {}
         for spec, download in zip(inputs, downloads, strict=True):
             subfolder, _ = _placement(spec, job_folder)
-            placed = await self._connector.upload_data(download, spec.folder_type, subfolder=subfolder,
-                                                       is_ephemeral=True, name=spec.name, move=True)
+            try:
+                placed = await self._connector.upload_data(download, spec.folder_type, subfolder=subfolder,
+                                                           is_ephemeral=True, name=spec.name, move=True)
+            except OSError as exc:  # the disk: full, read-only; its paths are not the user's business
+                raise InputFetchError(f"{spec.field} ({spec.name}): could not place the file in ComfyUI's "
+                                      f"{spec.folder_type} folder: {exc.strerror or type(exc).__name__}",
+                                      input=spec.field) from exc
             state.placed.append(placed)
             root = (self._connector.model_folder(spec.subfolder) if spec.folder_type == "models"
                     else self._connector.folders.for_type(spec.folder_type))

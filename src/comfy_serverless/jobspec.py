@@ -36,6 +36,10 @@ OutputMode = Literal["s3", "inline", "default"]
 
 MAX_TIMEOUT_S = 86400
 MAX_PRESIGN_EXPIRES_S = 604800  # 7 days, the SigV4 limit
+#: Deepest nesting of objects and arrays in a workflow or an override value. Saved workflows stay
+#: within about 10; far deeper values exhaust the stack of recursive code downstream (copies,
+#: serialisers, ComfyUI's own hashing) instead of failing cleanly.
+MAX_NESTING = 100
 #: A payload with thousands of bad entries must not produce a result of megabytes of problems: the
 #: problems listed (and the characters of each) are capped, so an error stays within a few KB.
 MAX_PROBLEMS = 20
@@ -237,6 +241,9 @@ def _parse_workflow_field(value: object, problems: Problems) -> tuple[dict[str, 
         return None
     try:
         workflow = parse_workflow(value)
+        if _nested_too_deeply(workflow):
+            problems.add(path, f"is nested more than {MAX_NESTING} levels deep")
+            return None
         return workflow, detect_format(workflow)
     except WorkflowError as exc:
         problems.add(path, exc.message)
@@ -449,7 +456,7 @@ def _parse_overrides(value: object, problems: Problems) -> dict[str, dict[str, A
     overrides: dict[str, dict[str, Any]] = {}
     for node, node_inputs in checked.items():
         if isinstance(node, str) and node and isinstance(node_inputs, dict) and node_inputs and all(
-                isinstance(name, str) and name for name in node_inputs):
+                isinstance(name, str) and name for name in node_inputs) and not _nested_too_deeply(node_inputs):
             overrides[node] = dict(node_inputs)
             continue
         node_path = f"{path}[{show(node)}]"
@@ -459,8 +466,10 @@ def _parse_overrides(value: object, problems: Problems) -> dict[str, dict[str, A
             problems.add(node_path, f"must be an object of {{input_name: value}}, got {show(node_inputs)}")
         elif not node_inputs:
             problems.add(node_path, "must not be empty (give at least one input_name: value)")
-        else:
+        elif not all(isinstance(name, str) and name for name in node_inputs):
             problems.add(node_path, "input names must be non-empty strings")
+        else:
+            problems.add(node_path, f"is nested more than {MAX_NESTING} levels deep")
     return overrides
 
 
@@ -532,6 +541,20 @@ def _check_range(value: float, path: str, low: float, high: float, problems: Pro
     if not (above_low and value <= high):
         bound = "at least" if low_inclusive else "more than"
         problems.add(path, f"must be {bound} {low} and at most {high}")
+
+
+def _nested_too_deeply(value: object) -> bool:
+    """Whether objects and arrays in ``value`` nest deeper than MAX_NESTING; iterative, linear in size."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_NESTING:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def show(value: object) -> str:

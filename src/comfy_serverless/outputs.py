@@ -121,10 +121,14 @@ async def inline_outputs(files: list[FileOutput], *, max_bytes: int) -> list[dic
             "inline; configure S3 (OUTPUT_S3_URI plus BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and "
             "BUCKET_SECRET_ACCESS_KEY) or pass output.s3_uri in the job", total_bytes=total, max_bytes=max_bytes)
 
-    def encode(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
+    def encode(output: FileOutput) -> str:
+        try:
+            return base64.b64encode(output.path.read_bytes()).decode("ascii")
+        except OSError as exc:
+            raise StorageError(f"could not read output {output.relative_name} of node {output.node_id}: "
+                               f"{exc.strerror or type(exc).__name__}") from exc
 
-    encoded = await asyncio.gather(*(asyncio.to_thread(encode, output.path) for output in files))
+    encoded = await asyncio.gather(*(asyncio.to_thread(encode, output) for output in files))
     return [{**_describe(output), "s3_uri": None, "url": None, "data": data}
             for output, data in zip(files, encoded, strict=True)]
 

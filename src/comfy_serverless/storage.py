@@ -166,7 +166,7 @@ class S3Storage:
             if isinstance(exc, BotoCoreError | ClientError):
                 raise self._error(exc, uri) from exc
             if isinstance(exc, OSError):
-                raise StorageError(f"could not write {uri} to {destination}: {exc.strerror or exc}",
+                raise StorageError(f"could not write {uri} to the worker's disk: {exc.strerror or exc}",
                                    uri=uri) from exc
             raise
         logger.debug("downloaded %s to %s (%s)", uri, destination, describe_size(written))
@@ -186,7 +186,7 @@ class S3Storage:
             raise StorageError(f"could not upload {path.name} to {uri}: {self._error(cause, uri).message}",
                                uri=uri) from exc
         except OSError as exc:
-            raise StorageError(f"could not upload {path} to {uri}: {exc.strerror or exc}", uri=uri) from exc
+            raise StorageError(f"could not upload {path.name} to {uri}: {exc.strerror or exc}", uri=uri) from exc
         logger.debug("uploaded %s to %s", path, uri)
 
     def _upload(self, path: Path, bucket: str, key: str, content_type: str) -> None:
