@@ -423,3 +423,63 @@ async def test_any_nesting_runs_or_is_refused_cleanly(depth: int, kind: str, whe
         assert_job_error(result, "JobInputError", "WorkflowError", "PromptValidationError")
     else:
         assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) in ((10, 20, 30), (245, 235, 225))
+
+
+# --- 12.5: an error is at most a few KB -------------------------------------------------------
+def error_size(result: dict[str, Any]) -> int:
+    assert "error" in result, result
+    return len(json.dumps(result))
+
+
+def _many_bad_inputs(count: int) -> dict[str, Any]:
+    return {"workflow": load_save("photo.png"), "inputs": [{"source": f"ftp://h/{i}"} for i in range(count)]}
+
+
+def _many_unknown_keys(count: int) -> dict[str, Any]:
+    return {"workflow": load_save("photo.png"), **{f"workflw{i}": 1 for i in range(count)}}
+
+
+def _many_unknown_inputs(count: int) -> dict[str, Any]:
+    return {"workflow": load_save("photo.png"), "overrides": {"2": {f"quality{i}": 1 for i in range(count)}}}
+
+
+def _many_hostile_files(count: int) -> dict[str, Any]:
+    workflow = {str(i): {"class_type": "LoadImage", "inputs": {"image": f"../{i}.png"}} for i in range(1, count)}
+    return {"workflow": {**workflow, "0": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}}
+
+
+def _long_keys(count: int) -> dict[str, Any]:
+    return {"workflow": load_save("photo.png"), "overrides": {"x" * 5000 + str(i): {"y" * 5000: 1}
+                                                              for i in range(count)}}
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: overrides_attack(10, 100_000), _many_bad_inputs, _many_unknown_keys, _many_unknown_inputs,
+    _many_hostile_files, _long_keys,
+], ids=["unmatched-overrides", "bad-inputs", "unknown-keys", "unknown-override-inputs", "hostile-files",
+        "long-keys"])
+async def test_errors_stay_small_however_many_problems(make: Any, runner: JobRunner) -> None:
+    result = await runner.run("job-amplified", make(2000))
+    assert result["error_type"] == "JobInputError", result
+    assert error_size(result) <= 8192, error_size(result)
+    assert "more problems not listed" in result["problems"][-1]
+
+
+async def test_comfyuis_verdict_on_many_nodes_stays_small(runner: JobRunner) -> None:
+    """ComfyUI refuses every one of 300 LoadImage nodes: its node errors are cut, the message stays useful."""
+    workflow: dict[str, Any] = {}
+    for i in range(300):
+        workflow[f"l{i}"] = {"class_type": "LoadImage", "inputs": {"image": f"gone-{i}-{'x' * 100}.png"}}
+        workflow[f"s{i}"] = {"class_type": "SaveImage", "inputs": {"images": [f"l{i}", 0], "filename_prefix": "x"}}
+    result = await runner.run("job-verdict", {"workflow": workflow})
+    assert result["error_type"] == "PromptValidationError", result
+    assert error_size(result) <= 8192 and "LoadImage" in result["error"]
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(overrides=st.dictionaries(st.text(min_size=1, max_size=300), st.dictionaries(
+    st.text(min_size=1, max_size=300), st.just(1), min_size=1, max_size=30), min_size=50, max_size=400))
+async def test_any_large_override_map_gives_a_small_error(overrides: dict[str, Any], runner: JobRunner) -> None:
+    result = await runner.run("job-overrides", {"workflow": load_save("photo.png"), "overrides": overrides})
+    assert_job_error(result, "JobInputError")
+    assert error_size(result) <= 8192

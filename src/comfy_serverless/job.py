@@ -11,6 +11,7 @@ removes the job's inputs, outputs, previews and scratch files.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import time
@@ -33,6 +34,12 @@ from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_va
 logger = logging.getLogger(__name__)
 
 ProgressSink = Callable[[dict[str, Any]], None]
+
+#: Largest error result, as JSON. Errors are logged and returned to callers; a hostile payload with
+#: 100k problems (or ComfyUI's verdict on 100k nodes) must not turn into megabytes of result.
+MAX_ERROR_BYTES = 8192
+_KEPT_ITEMS = 10
+_KEPT_CHARS = 300
 
 
 @dataclass
@@ -74,7 +81,7 @@ class JobRunner:
         try:
             result = await self._run(state, raw_input, progress)
         except ComfyServerlessError as exc:
-            result = exc.to_dict()
+            result = bounded_error(exc.to_dict())
             if isinstance(exc, ComfyUnavailableError) and exc.details.get("restart_failed"):
                 result["refresh_worker"] = True  # ComfyUI cannot come back here; RunPod gives a fresh worker
         finally:
@@ -300,6 +307,43 @@ def rewrite_references(prompt: Prompt, references: dict[str, str], file_inputs: 
     for node_id, _, name, value in list(file_inputs.values(prompt)):
         if value in references:
             prompt[node_id]["inputs"][name] = references[value]
+
+
+def bounded_error(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (an error's ``to_dict()``) within MAX_ERROR_BYTES: long texts and lists are cut, marked so.
+
+    The one-line message and the error type always stay; details are shortened
+    (strings to 300 characters, lists to their first 10 items), and dropped if
+    they are still too large.
+    """
+    if _json_size(result) <= MAX_ERROR_BYTES:
+        return result
+    bounded: dict[str, Any] = {"error": _clip(result["error"], 2000), "error_type": result["error_type"],
+                               "truncated": True}
+    for key, value in result.items():
+        if key in bounded:
+            continue
+        value = _shortened(value)
+        if _json_size(bounded) + _json_size({key: value}) <= MAX_ERROR_BYTES:
+            bounded[key] = value
+    return bounded
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clip(value, _KEPT_CHARS)
+    if isinstance(value, list):
+        kept = [_clip(item, _KEPT_CHARS) if isinstance(item, str) else item for item in value[:_KEPT_ITEMS]]
+        return kept + ([f"… {len(value) - _KEPT_ITEMS} more"] if len(value) > _KEPT_ITEMS else [])
+    return value
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str))
 
 
 class _timer:
