@@ -32,9 +32,9 @@ from comfy_serverless.errors import JobInputError
 from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
 from comfy_serverless.workflow import FileInputs, split_annotation
 from test_bad_input import Spies, assert_nothing_ran, history, spies
-from test_jobs import data_uri, first_pixel, folder_state, invert_job, png, runner, scratch
+from test_jobs import data_uri, first_pixel, folder_state, image_server, invert_job, png, runner, scratch
 
-_FIXTURES = (runner, scratch, spies)  # reused: the runner without S3, its scratch dir, the spies
+_FIXTURES = (runner, scratch, spies, image_server)  # reused: runner without S3, scratch, spies, image server
 
 IMAGE = png((10, 20, 30))
 IMAGE_URI = data_uri(IMAGE)
@@ -483,3 +483,50 @@ async def test_any_large_override_map_gives_a_small_error(overrides: dict[str, A
     result = await runner.run("job-overrides", {"workflow": load_save("photo.png"), "overrides": overrides})
     assert_job_error(result, "JobInputError")
     assert error_size(result) <= 8192
+
+
+# --- 12.4: names --------------------------------------------------------------------------------
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("field", ["name", "subfolder", "images-name"])
+async def test_control_characters_in_names_are_refused(char: str, field: str, runner: JobRunner,
+                                                       connector: ComfyConnector, scratch: Path, spies: Spies) -> None:
+    name = f"a{char}[31mb.png"
+    if field == "images-name":
+        image = base64.b64encode(IMAGE).decode()
+        job = {"workflow": load_save("photo.png"), "images": [{"name": name, "image": image}]}
+    else:
+        job = {"workflow": load_save("photo.png"), "inputs": [photo(**{field: name})]}
+    result = await refused(runner, connector, scratch, spies, job, "must not contain control characters")
+    assert char not in json.dumps(result, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".png", "é" * 125 + ".png", "写" * 83 + ".png"],
+                         ids=["ascii", "two-byte", "three-byte"])
+@pytest.mark.parametrize("folder", ["input", "sub/dir"])
+async def test_a_name_of_the_schemas_full_length_works_end_to_end(name: str, folder: str, runner: JobRunner) -> None:
+    assert 250 <= len(name.encode()) <= 255
+    subfolder = "" if folder == "input" else folder
+    reference = f"{subfolder}/{name}" if subfolder else name
+    result = await runner.run("job-long-name", {"workflow": load_save(reference),
+                                                "inputs": [photo(name, subfolder=subfolder)]})
+    assert "error" not in result, result
+    assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) == (10, 20, 30)
+
+
+async def test_a_name_derived_from_a_url_of_full_length_works(image_server: str,
+                                                             allowing_runner: JobRunner) -> None:
+    """The download's own name never grows past NAME_MAX, whatever the input is called."""
+    name = "b" * 251 + ".png"
+    result = await allowing_runner.run("job-long-url", {"workflow": load_save(name),
+                                                        "inputs": [{"source": f"{image_server}/img/{name}"}]})
+    assert "error" not in result, result
+    assert first_pixel(base64.b64decode(result["outputs"][0]["data"])) == (50, 60, 70)
+
+
+async def test_errors_never_show_the_scratch_folder(connector: ComfyConnector, tmp_path: Path) -> None:
+    blocked = tmp_path / "scratch-is-a-file"
+    blocked.write_text("")
+    runner = JobRunner(connector, Config(scratch_dir=str(blocked / "below")), None)
+    result = await runner.run("job-scratch", {"workflow": load_save("photo.png"), "inputs": [photo()]})
+    assert_job_error(result, "InputFetchError")
+    assert "SCRATCH_DIR" in result["error"] and str(tmp_path) not in json.dumps(result)

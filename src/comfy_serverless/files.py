@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 FOLDER_TYPES = ("input", "output", "temp", "models")
+#: C0 and C1 controls and Unicode line breaks: a name holding one would be written raw into logs.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | None:
@@ -31,6 +34,8 @@ def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | 
         return "must not be empty"
     if "\x00" in value:
         return "must not contain a NUL byte"
+    if _CONTROL_RE.search(value):
+        return "must not contain control characters (newlines, escapes)"
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError:

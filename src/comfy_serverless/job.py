@@ -180,7 +180,11 @@ class JobRunner:
         """Download every input, place it in a folder private to this job; reference -> private reference."""
         if not inputs:
             return {}
-        state.scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            state.scratch.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputFetchError(f"the worker cannot create its scratch folder (SCRATCH_DIR): "
+                                  f"{exc.strerror or type(exc).__name__}") from exc
         # Named by index only: a name of the schema's full 255 bytes must not grow past NAME_MAX here.
         downloads = [state.scratch / f"input-{index}" for index in range(len(inputs))]
         await fetch_all(list(zip(inputs, downloads, strict=True)), storage=self._storage, config=self._config)
