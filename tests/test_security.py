@@ -28,13 +28,15 @@ from hypothesis import strategies as st
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
-from comfy_serverless.errors import JobInputError
+from comfy_serverless.errors import JobInputError, StorageError
 from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
+from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import FileInputs, split_annotation
+from fixtures_s3 import S3Server, s3_server
 from test_bad_input import Spies, assert_nothing_ran, history, spies
 from test_jobs import data_uri, first_pixel, folder_state, image_server, invert_job, png, runner, scratch
 
-_FIXTURES = (runner, scratch, spies, image_server)  # reused: runner without S3, scratch, spies, image server
+_FIXTURES = (runner, scratch, spies, image_server, s3_server)  # reused from the other suites
 
 IMAGE = png((10, 20, 30))
 IMAGE_URI = data_uri(IMAGE)
@@ -454,7 +456,7 @@ def _long_keys(count: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("make", [
-    lambda n: overrides_attack(10, 100_000), _many_bad_inputs, _many_unknown_keys, _many_unknown_inputs,
+    lambda n: overrides_attack(10, 100_000), lambda n: _many_bad_inputs(900), _many_unknown_keys, _many_unknown_inputs,
     _many_hostile_files, _long_keys,
 ], ids=["unmatched-overrides", "bad-inputs", "unknown-keys", "unknown-override-inputs", "hostile-files",
         "long-keys"])
@@ -530,3 +532,119 @@ async def test_errors_never_show_the_scratch_folder(connector: ComfyConnector, t
     result = await runner.run("job-scratch", {"workflow": load_save("photo.png"), "inputs": [photo()]})
     assert_job_error(result, "InputFetchError")
     assert "SCRATCH_DIR" in result["error"] and str(tmp_path) not in json.dumps(result)
+
+
+# --- 12.7: budgets --------------------------------------------------------------------------------
+def _tiny_inputs(count: int) -> list[dict[str, Any]]:
+    return [photo(f"{i}.png") for i in range(count)]
+
+
+async def test_too_many_inputs_are_refused_before_any_fetch(connector: ComfyConnector, scratch: Path,
+                                                             spies: Spies) -> None:
+    runner = JobRunner(connector, Config(scratch_dir=str(scratch), max_job_inputs=5), None)
+    job = {"workflow": load_save("0.png"), "inputs": _tiny_inputs(4),
+           "images": [{"name": "x.png", "image": base64.b64encode(IMAGE).decode()}] * 2}
+    await refused(runner, connector, scratch, spies, job, "6 files", "MAX_JOB_INPUTS (5)")
+    assert spies.fetched == []
+    job["images"] = job["images"][:1]
+    assert "error" not in await runner.run("job-five", job)
+
+
+async def test_twenty_thousand_tiny_inputs_are_refused_by_default(runner: JobRunner, connector: ComfyConnector,
+                                                                  scratch: Path, spies: Spies) -> None:
+    await refused(runner, connector, scratch, spies, {"workflow": load_save("0.png"), "inputs": _tiny_inputs(20_000)},
+                  "MAX_JOB_INPUTS (1000)")
+
+
+@pytest.mark.parametrize("kind", ["base64", "url", "s3"])
+async def test_the_total_size_of_a_jobs_inputs_is_capped(kind: str, connector: ComfyConnector, scratch: Path,
+                                                         image_server: str, s3_server: S3Server) -> None:
+    size = len(IMAGE) if kind == "base64" else len(png((50, 60, 70)))
+    config = s3_server.config(scratch_dir=str(scratch), url_allowlist="127.0.0.1",
+                              max_job_input_bytes=int(size * 2.5))
+    runner = JobRunner(connector, config, S3Storage.from_config(config))
+    sources = {"base64": lambda i: IMAGE_URI, "url": lambda i: f"{image_server}/img/{i}.png",
+               "s3": lambda i: f"s3://{s3_server.bucket}/budget/{i}.png"}
+    for i in range(3):
+        s3_server.client().put_object(Bucket=s3_server.bucket, Key=f"budget/{i}.png", Body=png((50, 60, 70)))
+    before = folder_state(connector, scratch)
+    make = sources[kind]
+    result = await runner.run("job-budget", {"workflow": load_save("0.png"),
+                                             "inputs": [{"source": make(i), "name": f"{i}.png"} for i in range(3)]})
+    assert_job_error(result, "InputFetchError")
+    assert "MAX_JOB_INPUT_BYTES" in result["error"], result
+    assert folder_state(connector, scratch) == before
+    two = await runner.run("job-budget-ok", {"workflow": load_save("0.png"),
+                                             "inputs": [{"source": make(i), "name": f"{i}.png"} for i in range(2)]})
+    assert "error" not in two, two
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[str]:
+    """A loopback server whose answers take 30 s."""
+    app = web.Application()
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(body=IMAGE, content_type="image/png")
+
+    app.router.add_get("/slow/{name}", slow)
+    app_runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slow"  # type: ignore[union-attr]
+    await app_runner.cleanup()
+
+
+async def test_the_fetch_phase_has_its_own_deadline(connector: ComfyConnector, scratch: Path,
+                                                    slow_server: str) -> None:
+    config = Config(scratch_dir=str(scratch), url_allowlist="127.0.0.1", fetch_timeout_s=1.0,
+                    download_timeout_s=60.0, run_timeout_s=60.0)
+    runner = JobRunner(connector, config, None)
+    before = folder_state(connector, scratch)
+    started = time.perf_counter()
+    result = await runner.run("job-deadline", {"workflow": load_save("0.png"), "timeout_s": 60, "inputs": [
+        {"source": f"{slow_server}/{i}.png"} for i in range(3)]})
+    assert time.perf_counter() - started < 5
+    assert_job_error(result, "InputFetchError")
+    assert "FETCH_TIMEOUT_S" in result["error"], result
+    assert folder_state(connector, scratch) == before
+
+
+# --- 12.8: S3 scope -------------------------------------------------------------------------------
+@pytest.mark.parametrize("uri", ["s3://my-bucket/a/../k.png", "s3://my-bucket/./k.png", "s3://my-bucket/../other/k.png",
+                                 "s3://my-bucket/a/..", "s3://my-bucket/a/./b/k.png"])
+@pytest.mark.parametrize("where", ["input", "output"])
+async def test_dot_segments_in_s3_keys_are_refused(uri: str, where: str, runner: JobRunner,
+                                                   connector: ComfyConnector, scratch: Path, spies: Spies) -> None:
+    job = {"workflow": load_save("k.png")}
+    if where == "input":
+        job["inputs"] = [{"source": uri, "name": "k.png"}]
+    else:
+        job |= {"inputs": [photo("k.png")], "output": {"s3_uri": uri}}
+    await refused(runner, connector, scratch, spies, job, "must not contain '.' or '..' segments")
+
+
+async def test_the_bucket_allowlist_applies_to_inputs_and_outputs(connector: ComfyConnector, scratch: Path,
+                                                                  s3_server: S3Server, spies: Spies) -> None:
+    config = s3_server.config(scratch_dir=str(scratch), s3_bucket_allowlist=f"{s3_server.bucket}, other-allowed")
+    runner = JobRunner(connector, config, S3Storage.from_config(config))
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key="scope/k.png", Body=IMAGE)
+    inside = f"s3://{s3_server.bucket}/scope/k.png"
+    outside = {"source": "s3://elsewhere/scope/k.png"}
+    await refused(runner, connector, scratch, spies, {"workflow": load_save("k.png"), "inputs": [outside]},
+                  "input.inputs[0].source", "'elsewhere' is not in S3_BUCKET_ALLOWLIST")
+    await refused(runner, connector, scratch, spies, {"workflow": load_save("k.png"), "inputs": [{"source": inside}],
+                                                      "output": {"s3_uri": "s3://elsewhere/out"}},
+                  "input.output.s3_uri", "not in S3_BUCKET_ALLOWLIST")
+    result = await runner.run("job-scope", {"workflow": load_save("k.png"), "inputs": [{"source": inside}],
+                                            "output": {"s3_uri": f"s3://{s3_server.bucket}/out"}})
+    assert "error" not in result, result
+    assert result["outputs"][0]["s3_uri"].startswith(f"s3://{s3_server.bucket}/out/job-scope/")
+
+
+def test_output_s3_uri_outside_the_allowlist_stops_the_worker(s3_server: S3Server) -> None:
+    config = s3_server.config(output_s3_uri="s3://elsewhere/out", s3_bucket_allowlist=s3_server.bucket)
+    with pytest.raises(StorageError, match="OUTPUT_S3_URI: bucket 'elsewhere' is not in S3_BUCKET_ALLOWLIST"):
+        S3Storage.from_config(config)

@@ -25,8 +25,9 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,12 +142,35 @@ def _shown(url: URL) -> str:
 
 # --- entry points -------------------------------------------------------------------------------
 
+class ByteBudget:
+    """The bytes all of one job's inputs may take together (MAX_JOB_INPUT_BYTES), shared by concurrent fetches.
+
+    Charged chunk by chunk (from S3's worker threads too, hence the lock), so
+    a job of many inputs stops as soon as the total passes the limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int, label: str) -> None:
+        with self._lock:
+            self._used += size
+            used = self._used
+        if used > self.limit:
+            raise InputFetchError(f"{label}: the job's inputs together are larger than {describe_size(self.limit)} "
+                                  "(MAX_JOB_INPUT_BYTES); send fewer or smaller inputs", input=label,
+                                  limit=self.limit)
+
+
 async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | None, config: Config,
-                        label: str) -> int:
+                        label: str, budget: ByteBudget | None = None) -> int:
     """Fetch ``source`` (``s3://``, ``http(s)://``, ``data:`` or bare base64) to ``destination``; bytes written.
 
     ``label`` names the input in every :class:`InputFetchError` ("input.inputs[2] (photo.png): ...").
-    The whole fetch, redirects included, must finish within DOWNLOAD_TIMEOUT_S.
+    The whole fetch, redirects included, must finish within DOWNLOAD_TIMEOUT_S; ``budget``, if
+    given, is charged with every byte.
     """
     started = time.monotonic()
     # Next to the destination, so os.replace is atomic; shortened so the name stays within NAME_MAX.
@@ -155,7 +179,8 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         async with asyncio.timeout(limit) as deadline:
-            size = await _fetch(source, partial, storage=storage, config=config, label=label)
+            size = await _fetch(source, partial, storage=storage, config=config, label=label,
+                                charge=functools.partial(budget.take, label=label) if budget else _free)
         os.replace(partial, destination)
     except TimeoutError:
         if not deadline.expired():
@@ -172,57 +197,72 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     return size
 
 
+def _free(size: int) -> None:
+    """The charge of a fetch without a budget."""
+
+
 async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Storage | None,
                     config: Config) -> list[int]:
     """Fetch every ``(input, destination)`` pair, 8 at a time; the sizes, in order.
 
     All or nothing: on the first failure the other fetches are cancelled and
     awaited, every file already fetched is deleted, and that first error is raised.
+    Together the inputs may take MAX_JOB_INPUT_BYTES and FETCH_TIMEOUT_S.
     """
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
+    budget = ByteBudget(config.max_job_input_bytes)
     fetched: list[Path] = []
 
     async def fetch_one(spec: InputSpec, destination: Path) -> int:
         async with semaphore:
             size = await fetch_to_file(spec.source, destination, storage=storage, config=config,
-                                       label=f"{spec.field} ({spec.name})")
+                                       label=f"{spec.field} ({spec.name})", budget=budget)
         fetched.append(destination)
         return size
 
     tasks = [asyncio.create_task(fetch_one(spec, destination)) for spec, destination in items]
+    deadline = asyncio.timeout(config.fetch_timeout_s or None)
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
+        async with deadline:
+            return list(await asyncio.gather(*tasks))
+    except BaseException as exc:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for path in fetched:
             path.unlink(missing_ok=True)
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            raise InputFetchError(f"fetching the job's {len(items)} inputs took longer than "
+                                  f"{config.fetch_timeout_s:g} s (FETCH_TIMEOUT_S); use faster sources or fewer "
+                                  "inputs") from None
         raise
 
 
-async def _fetch(source: str, destination: Path, *, storage: S3Storage | None, config: Config, label: str) -> int:
+async def _fetch(source: str, destination: Path, *, storage: S3Storage | None, config: Config, label: str,
+                 charge: Callable[[int], None]) -> int:
     match = _SCHEME_RE.match(source)
     scheme = match.group(1).lower() if match else ""
     if scheme == "s3":
-        return await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label)
+        return await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label,
+                               charge=charge)
     if scheme in ("http", "https"):
-        return await _fetch_url(source, destination, config=config, label=label)
+        return await _fetch_url(source, destination, config=config, label=label, charge=charge)
     if scheme == "data":
         payload = _data_uri_payload(source, label)
         return await asyncio.to_thread(decode_base64_to_file, payload, destination,
-                                       max_bytes=config.input_max_bytes, label=label)
+                                       max_bytes=config.input_max_bytes, label=label, charge=charge)
     if scheme:
         # Only the scheme is echoed: the rest may hold credentials.
         raise InputFetchError(f"{label}: unsupported source scheme {scheme[:20]!r}; use s3://, https://, http:// "
                               "or data:<mime>;base64,", input=label)
     return await asyncio.to_thread(decode_base64_to_file, source, destination,
-                                   max_bytes=config.input_max_bytes, label=label)
+                                   max_bytes=config.input_max_bytes, label=label, charge=charge)
 
 
 # --- S3 -----------------------------------------------------------------------------------------
 
-async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, max_bytes: int, label: str) -> int:
+async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, max_bytes: int, label: str,
+                    charge: Callable[[int], None]) -> int:
     try:
         bucket, key = parse_s3_uri(uri, require_key=True)
     except ValueError as exc:
@@ -232,7 +272,7 @@ async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, m
                               "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (and BUCKET_ENDPOINT_URL for "
                               "storage other than AWS S3)", input=label)
     try:
-        return await storage.download(bucket, key, destination, max_bytes=max_bytes)
+        return await storage.download(bucket, key, destination, max_bytes=max_bytes, on_chunk=charge)
     except StorageError as exc:
         hint = "; raise INPUT_MAX_BYTES to allow larger inputs" if "limit" in exc.details else ""
         raise InputFetchError(f"{label}: {exc.message}{hint}", input=label, **exc.details) from exc
@@ -248,7 +288,8 @@ def _data_uri_payload(uri: str, label: str) -> str:
     return uri[match.end():]
 
 
-def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label: str) -> int:
+def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label: str,
+                          charge: Callable[[int], None] = _free) -> int:
     """Decode standard base64 (whitespace ignored) into ``destination``; bytes written.
 
     Checked strictly and sized before anything is decoded, so a typo or an
@@ -265,6 +306,7 @@ def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label
         raise InputFetchError(f"{label}: the base64 data decodes to {describe_size(size)}, over the limit of "
                               f"{describe_size(max_bytes)} (INPUT_MAX_BYTES); pass large files as s3:// or "
                               "https:// inputs", input=label, size=size, limit=max_bytes)
+    charge(size)
     try:
         with destination.open("wb") as out:
             for start in range(0, len(compact), _BASE64_SLICE):
@@ -419,7 +461,8 @@ async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedRe
 
 # --- URLs: fetching -----------------------------------------------------------------------------
 
-async def _fetch_url(url: str, destination: Path, *, config: Config, label: str) -> int:
+async def _fetch_url(url: str, destination: Path, *, config: Config, label: str,
+                     charge: Callable[[int], None]) -> int:
     try:
         allowlist = _parse_allowlist(config.url_allowlist)
     except ValueError as exc:
@@ -445,7 +488,7 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str)
                     if not 200 <= response.status < 300:
                         raise _status_error(response, current, label)
                     return await _stream_to_file(response, destination, max_bytes=config.input_max_bytes,
-                                                 label=label, shown=_shown(current))
+                                                 label=label, shown=_shown(current), charge=charge)
             except aiohttp.ClientError as exc:
                 raise InputFetchError(f"{label}: {_client_error_message(exc, current)}", input=label) from exc
     raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(first)}", input=label)
@@ -473,7 +516,7 @@ def _redirect_target(response: aiohttp.ClientResponse, label: str) -> URL:
 
 
 async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *, max_bytes: int, label: str,
-                          shown: str) -> int:
+                          shown: str, charge: Callable[[int], None]) -> int:
     """Copy the body to disk chunk by chunk, enforcing the cap on the announced and on the actual size."""
     too_large = (f"{label}: {shown} is larger than the limit of {describe_size(max_bytes)} (INPUT_MAX_BYTES); "
                  "raise INPUT_MAX_BYTES to allow larger inputs")
@@ -487,6 +530,7 @@ async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *
             written += len(chunk)
             if written > max_bytes:
                 raise InputFetchError(too_large, input=label, limit=max_bytes)
+            charge(len(chunk))
             await asyncio.to_thread(out.write, chunk)
     finally:
         out.close()

@@ -28,7 +28,7 @@ from .config import Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
 from .inputs import url_problem
-from .storage import parse_s3_uri
+from .storage import bucket_problem, parse_s3_uri
 from .workflow import WorkflowFormat, detect_format, parse_workflow
 
 InputKind = Literal["s3", "url", "base64"]
@@ -192,10 +192,10 @@ def parse_job_input(raw: object, config: Config) -> JobSpec:
     problems = Problems()
     _check_keys(data, "input", _TOP_LEVEL_KEYS, problems)
     workflow = _parse_workflow_field(data.get("workflow"), problems)
-    inputs = _parse_inputs(data.get("inputs"), problems) + _parse_images(data.get("images"), problems)
-    _check_unique(inputs, problems)
+    inputs = _parse_files(data, config, problems)
     overrides = _parse_overrides(data.get("overrides"), problems)
     output = _parse_output(data.get("output"), config, problems)
+    _check_buckets(inputs, output, config.s3_bucket_allowlist, problems)
     timeout_s = _typed(data, "timeout_s", "input", "number", None, problems)
     if timeout_s is not None:
         _check_range(timeout_s, "input.timeout_s", 0, MAX_TIMEOUT_S, problems, low_inclusive=False)
@@ -253,6 +253,33 @@ def _parse_workflow_field(value: object, problems: Problems) -> tuple[dict[str, 
 
 
 # --- files to place -----------------------------------------------------------------------------
+
+def _parse_files(data: dict[str, Any], config: Config, problems: Problems) -> list[InputSpec]:
+    """``inputs`` and ``images`` together, counted before any entry is parsed (MAX_JOB_INPUTS)."""
+    count = sum(len(data[key]) for key in ("inputs", "images") if isinstance(data.get(key), list))
+    if count > config.max_job_inputs:
+        problems.add("input.inputs", f"the job has {count} files (inputs and images together), more than "
+                                     f"MAX_JOB_INPUTS ({config.max_job_inputs}); bundle them, e.g. in an archive")
+        return []
+    inputs = _parse_inputs(data.get("inputs"), problems) + _parse_images(data.get("images"), problems)
+    _check_unique(inputs, problems)
+    return inputs
+
+
+def _check_buckets(inputs: list[InputSpec], output: OutputSpec, allowlist: str, problems: Problems) -> None:
+    """S3_BUCKET_ALLOWLIST, for S3 inputs and the job's own output location."""
+    if not allowlist:
+        return
+    uris = [(f"{spec.field}.source", spec.source) for spec in inputs if spec.kind == "s3"]
+    uris += [("input.output.s3_uri", output.s3_uri)] if output.mode == "s3" else []
+    for path, uri in uris:
+        try:
+            problem = bucket_problem(parse_s3_uri(uri, require_key=False)[0], allowlist)
+        except ValueError:
+            continue  # a malformed URI, already reported
+        if problem:
+            problems.add(path, problem)
+
 
 def _parse_inputs(value: object, problems: Problems) -> list[InputSpec]:
     specs = (_parse_input_entry(index, path, entry, problems)

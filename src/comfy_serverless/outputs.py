@@ -99,10 +99,9 @@ async def upload_outputs(files: list[FileOutput], storage: S3Storage, bucket: st
     used: set[str] = set()
     keys = []
     for output in files:
-        key = "/".join(part for part in (prefix.strip("/"), job_id, output.relative_name) if part)
+        key = _key(prefix, job_id, output.relative_name)
         if key in used:  # the same name from output and temp folders
-            key = "/".join(part for part in (prefix.strip("/"), job_id, output.folder_type, output.relative_name)
-                           if part)
+            key = _key(prefix, job_id, output.folder_type, output.relative_name)
         used.add(key)
         keys.append(key)
     await asyncio.gather(*(storage.upload(output.path, bucket, key, content_type=output.content_type)
@@ -110,6 +109,11 @@ async def upload_outputs(files: list[FileOutput], storage: S3Storage, bucket: st
     return [{**_describe(output), "s3_uri": f"s3://{bucket}/{key}",
              "url": storage.presign(bucket, key, expires_s) if presign else None}
             for output, key in zip(files, keys, strict=True)]
+
+
+def _key(*parts: str) -> str:
+    """An object key of ``parts`` joined by '/', without empty, '.' or '..' segments (S3 would resolve them)."""
+    return "/".join(segment for part in parts for segment in part.split("/") if segment not in ("", ".", ".."))
 
 
 async def inline_outputs(files: list[FileOutput], *, max_bytes: int) -> list[dict[str, Any]]:
