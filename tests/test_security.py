@@ -478,9 +478,18 @@ async def test_comfyuis_verdict_on_many_nodes_stays_small(runner: JobRunner) -> 
     assert error_size(result) <= 8192 and "LoadImage" in result["error"]
 
 
+def _override_map(targets: int, inputs: int, stem: str, padding: int) -> dict[str, dict[str, int]]:
+    return {f"{stem}{'x' * padding}{i}": {f"{stem}{'y' * padding}{j}": 1 for j in range(inputs)}
+            for i in range(targets)}
+
+
+# Large maps from a few drawn numbers: Hypothesis explores sizes and shapes, not megabytes of random text.
+_override_maps = st.builds(_override_map, st.integers(1, 3000), st.integers(1, 10),
+                           st.text(min_size=1, max_size=8), st.integers(0, 100))
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(overrides=st.dictionaries(st.text(min_size=1, max_size=300), st.dictionaries(
-    st.text(min_size=1, max_size=300), st.just(1), min_size=1, max_size=30), min_size=50, max_size=400))
+@given(overrides=_override_maps)
 async def test_any_large_override_map_gives_a_small_error(overrides: dict[str, Any], runner: JobRunner) -> None:
     result = await runner.run("job-overrides", {"workflow": load_save("photo.png"), "overrides": overrides})
     assert_job_error(result, "JobInputError")
@@ -648,3 +657,76 @@ def test_output_s3_uri_outside_the_allowlist_stops_the_worker(s3_server: S3Serve
     config = s3_server.config(output_s3_uri="s3://elsewhere/out", s3_bucket_allowlist=s3_server.bucket)
     with pytest.raises(StorageError, match="OUTPUT_S3_URI: bucket 'elsewhere' is not in S3_BUCKET_ALLOWLIST"):
         S3Storage.from_config(config)
+
+
+# --- 12.3: cleanup acts on exactly what the job added -------------------------------------------
+async def test_folders_that_existed_before_the_job_stay(runner: JobRunner, connector: ComfyConnector) -> None:
+    """An empty output subfolder and an empty model folder, both there before: the job writes into the one
+    and places a model in the other, and both are still there, empty, afterwards."""
+    kept = connector.folders.output / "kept-empty"
+    kept.mkdir(parents=True, exist_ok=True)
+    loras = connector.model_folder("loras")
+    loras.mkdir(parents=True, exist_ok=True)
+    before_loras = sorted(loras.iterdir())
+    job = {"workflow": load_save("photo.png", prefix="kept-empty/x"), "inputs": [
+        photo(), {"source": "data:application/octet-stream;base64,AAAA", "name": "t.safetensors",
+                  "folder_type": "models", "subfolder": "loras"}]}
+    try:
+        result = await runner.run("job-kept", job)
+        assert "error" not in result, result
+        assert result["outputs"][0]["subfolder"] == "kept-empty"
+        assert kept.is_dir() and list(kept.iterdir()) == []
+        assert loras.is_dir() and sorted(loras.iterdir()) == before_loras
+    finally:
+        kept.rmdir()
+
+
+async def test_a_new_output_subfolder_goes_with_the_job(runner: JobRunner, connector: ComfyConnector) -> None:
+    result = await runner.run("job-new-folder", {"workflow": load_save("photo.png", prefix="made-by-job/deeper/x"),
+                                                 "inputs": [photo()]})
+    assert "error" not in result, result
+    assert not (connector.folders.output / "made-by-job").exists()
+
+
+def test_a_listed_file_the_job_did_not_write_is_neither_returned_nor_deleted(tmp_path: Path,
+                                                                            connector: ComfyConnector) -> None:
+    from comfy_serverless.files import remove_added, snapshot
+    from comfy_serverless.job import written_by_prompt
+    from comfy_serverless.outputs import collect_outputs
+    shipped = connector.folders.output / "shipped-with-image.png"
+    shipped.write_bytes(IMAGE)
+    try:
+        before = snapshot([connector.folders.output])
+        fresh = connector.folders.output / "fresh.png"
+        fresh.write_bytes(IMAGE)
+        after = snapshot([connector.folders.output])
+        entry = {"outputs": {"9": {"images": [{"filename": name, "subfolder": "", "type": "output"}
+                                              for name in ("shipped-with-image.png", "fresh.png")]}}}
+        listed, _, _ = collect_outputs(entry, connector.folders, include_temp=False)
+        written, warnings = written_by_prompt(listed, before, after)
+        assert [output.filename for output in written] == ["fresh.png"]
+        assert "did not write" in warnings[0] and "shipped-with-image.png" in warnings[0]
+        assert remove_added(before, after) == []
+        assert shipped.is_file() and not fresh.exists()
+    finally:
+        shipped.unlink()
+
+
+async def test_files_a_node_writes_without_listing_them_are_deleted(runner: JobRunner, connector: ComfyConnector,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What CheckpointSave, ModelSave, CLIPSave and VAESave do: write under output/ and list nothing. The
+    spy writes such a file while the real prompt runs; the job neither returns it nor leaves it behind."""
+    run_prompt = ComfyConnector.run_prompt
+    unlisted = connector.folders.output / "checkpoints" / "ComfyUI_00001_.safetensors"
+
+    async def writing_unlisted(self: ComfyConnector, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        unlisted.parent.mkdir(parents=True, exist_ok=True)
+        unlisted.write_bytes(b"weights")
+        return await run_prompt(self, *args, **kwargs)
+
+    existed = (connector.folders.output / "checkpoints").exists()
+    monkeypatch.setattr(ComfyConnector, "run_prompt", writing_unlisted)
+    result = await runner.run("job-unlisted", {"workflow": load_save("photo.png"), "inputs": [photo()]})
+    assert "error" not in result, result
+    assert [output["filename"] for output in result["outputs"]] != [unlisted.name]
+    assert not unlisted.exists() and (connector.folders.output / "checkpoints").exists() == existed

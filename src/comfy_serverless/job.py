@@ -25,9 +25,10 @@ from .config import Config
 from .connector import ComfyConnector
 from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
 from .events import Progress
+from .files import FileStamp, remove_added, snapshot
 from .inputs import fetch_all
 from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
-from .outputs import collect_outputs, inline_outputs, upload_outputs
+from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
 from .storage import S3Storage, parse_s3_uri
 from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_value_problem
 
@@ -50,6 +51,9 @@ class _JobState:
     scratch: Path
     placed: list[str] = field(default_factory=list)
     history: dict[str, Any] = field(default_factory=dict)
+    #: ComfyUI's output and temp folders before and after the prompt ran: their difference is what it wrote.
+    before: dict[Path, FileStamp] = field(default_factory=dict)
+    after: dict[Path, FileStamp] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -62,6 +66,9 @@ class JobRunner:
         self._config = config
         self._storage = storage
         self._file_inputs: tuple[dict[str, Any], FileInputs] | None = None
+        # One prompt at a time between the two snapshots of a run, so that what appears in ComfyUI's folders
+        # meanwhile is that prompt's (jobs otherwise overlap: validation, fetches, uploads).
+        self._run_lock = asyncio.Lock()
 
     def file_inputs(self) -> FileInputs:
         """The file inputs of ComfyUI's node types, built once per ``/object_info`` the connector loaded."""
@@ -121,15 +128,22 @@ class JobRunner:
             extra_data["extra_pnginfo"] = {"workflow": spec.workflow}
         if spec.comfy_org_api_key:
             extra_data["api_key_comfy_org"] = spec.comfy_org_api_key
-        state.history = await self._connector.run_prompt(
-            prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
-            progress=_throttled(progress, self._config.progress_interval_s) if progress else None)
+        folders = (self._connector.folders.output, self._connector.folders.temp)
+        async with self._run_lock:
+            state.before = snapshot(folders)
+            try:
+                state.history = await self._connector.run_prompt(
+                    prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
+                    progress=_throttled(progress, self._config.progress_interval_s) if progress else None)
+            finally:
+                state.after = snapshot(folders)
         prompt_id, entry = next(iter(state.history.items()))
 
         with _timer(state, "upload"):
-            files, texts, warnings = collect_outputs(entry, self._connector.folders,
-                                                     include_temp=spec.output.include_temp)
-            state.warnings.extend(warnings)
+            listed, texts, warnings = collect_outputs(entry, self._connector.folders,
+                                                      include_temp=spec.output.include_temp)
+            files, not_written = written_by_prompt(listed, state.before, state.after)
+            state.warnings.extend(warnings + not_written)
             if destination is None:
                 delivered = await inline_outputs(files, max_bytes=self._config.inline_output_max_bytes)
             else:
@@ -205,13 +219,28 @@ class JobRunner:
         return references
 
     async def _cleanup(self, state: _JobState) -> None:
+        """Remove exactly what this job added: its inputs, and what its prompt wrote (listed or not)."""
         problems = self._connector.delete_ephemeral(state.placed)
+        problems += remove_added(state.before, state.after)
         if state.history:
-            problems += self._connector.delete_outputs(state.history)
             await self._connector.forget_history(list(state.history))
         shutil.rmtree(state.scratch, ignore_errors=True)
         for problem in problems:
             logger.warning("cleanup: %s", problem)
+
+
+def written_by_prompt(files: list[FileOutput], before: dict[Path, FileStamp],
+                      after: dict[Path, FileStamp]) -> tuple[list[FileOutput], list[str]]:
+    """The listed outputs that the prompt wrote (new or changed between the snapshots), and a warning for each
+    other: a file an earlier job or the image put there is neither returned nor deleted."""
+    written, warnings = [], []
+    for output in files:
+        if output.path in after and before.get(output.path) != after[output.path]:
+            written.append(output)
+        else:
+            warnings.append(f"node {output.node_id} listed {output.folder_type} file {output.relative_name!r}, "
+                            "which this job did not write; not returned")
+    return written, warnings
 
 
 def _placement(spec: InputSpec, job_folder: str) -> tuple[str, str]:

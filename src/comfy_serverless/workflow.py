@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import UnknownNodeTypesError, WorkflowError
+from .files import JOB_FOLDER_RE
 
 WorkflowFormat = Literal["ui", "api"]
 Prompt = dict[str, dict[str, Any]]
@@ -27,8 +28,6 @@ Prompt = dict[str, dict[str, Any]]
 #: nodes stay cached. See README, "Repeated prompts".
 RUN_TOKEN_INPUT = "comfy_serverless_run"
 
-#: The folder private to one job, slipped between ComfyUI's folder and the job's files (``input/job-…/``).
-JOB_FOLDER_RE = re.compile(r"job-[0-9a-f]{12}")
 #: ComfyUI's annotations that pick the folder an input-file name is resolved in (folder_paths.annotated_filepath).
 ANNOTATIONS = {"[input]": "input", "[output]": "output", "[temp]": "temp"}
 #: A combo option that names a file: it ends in an extension (``sdxl.safetensors``, ``sd15/a.ckpt``).
