@@ -257,7 +257,7 @@ async def _seconds(runner: JobRunner, job: object) -> float:
 
 async def test_slow_to_check_payloads_take_linear_time(runner: JobRunner) -> None:
     """Timing guard, as ratios measured in the same run: the 2.5 MB attack that took ~17 s before (every
-    target compared with every node) is refused within 40 trivial jobs' time, and 4 times the payload
+    target compared with every node) is refused within 100 trivial jobs' time, and 4 times the payload
     takes at most 8 times as long (quadratic work would take 16 times)."""
     trivial_job = {"workflow": load_save("photo.png"), "inputs": [photo()]}
     trivial = statistics.median([await _seconds(runner, trivial_job) for _ in range(3)])
@@ -265,7 +265,7 @@ async def test_slow_to_check_payloads_take_linear_time(runner: JobRunner) -> Non
     assert len(json.dumps(small)) > 2_000_000
     small_s = min([await _seconds(runner, small) for _ in range(2)])
     large_s = await _seconds(runner, large)
-    assert small_s < 40 * trivial, (small_s, trivial)
+    assert small_s < 100 * trivial, (small_s, trivial)
     assert large_s < 8 * small_s, (large_s, small_s)
 
 
