@@ -236,7 +236,7 @@ async def test_large_upload_is_multipart(storage: S3Storage, s3_server: S3Server
 
 async def test_upload_errors_name_the_destination(storage: S3Storage, s3_server: S3Server,  # noqa: F811
                                                   tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match=rf"could not upload \S*/missing\.png to s3://{s3_server.bucket}/k\.png: "
+    with pytest.raises(StorageError, match=rf"could not upload missing\.png to s3://{s3_server.bucket}/k\.png: "
                                            "No such file"):
         await storage.upload(tmp_path / "missing.png", s3_server.bucket, "k.png", content_type="image/png")
     with pytest.raises(StorageError, match="could not upload a.png to s3://no-such-bucket/k.png: bucket "

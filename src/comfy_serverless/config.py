@@ -84,6 +84,12 @@ class Config:
             "loopback, private or link-local (refused by default).")
     max_job_payload_bytes: int = _setting(
         64 * 1024**2, "Largest job input accepted, as serialised JSON (base64 data included).")
+    max_job_inputs: int = _setting(1000, "Most files one job may place (`inputs` and `images` together).")
+    max_job_input_bytes: int = _setting(
+        4 * 1024**3, "Largest total size of one job's inputs, in bytes (INPUT_MAX_BYTES caps each one).")
+    fetch_timeout_s: float = _setting(
+        900.0, "Seconds the fetch phase of a job (all its inputs) may take, apart from the job's `timeout_s`. "
+               "0: no limit.")
 
     # --- jobs: outputs and storage --------------------------------------------------------------
     output_s3_uri: str = _setting("", "Default output location, `s3://bucket/prefix`. Empty: inline outputs.")
@@ -91,6 +97,9 @@ class Config:
     bucket_access_key_id: str = _setting("", "S3 access key id (RunPod's variable name).", secret=True)
     bucket_secret_access_key: str = _setting("", "S3 secret key (RunPod's variable name).", secret=True)
     s3_region: str = _setting("", "S3 region. Empty: the AWS chain (AWS_REGION, AWS_DEFAULT_REGION, ...).")
+    s3_bucket_allowlist: str = _setting(
+        "", "Comma-separated S3 buckets that job inputs and outputs (and OUTPUT_S3_URI) may use. Empty: any "
+            "bucket the credentials reach.")
     presign_expires_s: int = _setting(3600, "Default lifetime of presigned output URLs, in seconds.")
     inline_output_max_bytes: int = _setting(
         7 * 1024**2, "Largest total size of outputs returned inline as base64, in bytes.")
@@ -117,14 +126,14 @@ class Config:
 
     def __post_init__(self) -> None:
         positive = ("max_comfy_start_attempts", "convert_attempts", "conversion_cache_size", "input_max_bytes",
-                    "max_job_payload_bytes", "presign_expires_s")
+                    "max_job_payload_bytes", "max_job_inputs", "max_job_input_bytes", "presign_expires_s")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()} must be at least 1, got {getattr(self, name)!r}",
                                   key=name.upper())
         non_negative = ("comfy_start_attempts_sleep", "kill_grace_s", "convert_timeout_s", "run_timeout_s",
                         "interrupt_grace_s", "http_timeout_s", "download_timeout_s", "inline_output_max_bytes",
-                        "progress_interval_s", "frontend_load_timeout_s")
+                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.upper()} must not be negative, got {getattr(self, name)!r}",

@@ -12,11 +12,20 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 FOLDER_TYPES = ("input", "output", "temp", "models")
+#: The folder private to one job, slipped between ComfyUI's folder and the job's files (``input/job-…/``).
+JOB_FOLDER_RE = re.compile(r"job-[0-9a-f]{12}")
+#: What identifies a file's content for :func:`snapshot`: inode, size, modification time.
+FileStamp = tuple[int, int, int]
+#: C0 and C1 controls and Unicode line breaks: a name holding one would be written raw into logs.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | None:
@@ -31,6 +40,8 @@ def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | 
         return "must not be empty"
     if "\x00" in value:
         return "must not contain a NUL byte"
+    if _CONTROL_RE.search(value):
+        return "must not contain control characters (newlines, escapes)"
     try:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError:
@@ -95,7 +106,7 @@ def place_file_sync(source: Path, destination: Path, *, overwrite: bool, move: b
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, 1024 * 1024)
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(destination.parent)
     target = destination
     if overwrite:
         tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
@@ -118,6 +129,24 @@ async def place_file(source: Path, destination: Path, *, overwrite: bool, move: 
     return await asyncio.to_thread(place_file_sync, source, destination, overwrite=overwrite, move=move)
 
 
+#: Folders this process created to place files: cleanup removes these once emptied, never a folder that
+#: was there before (a model folder, an output subfolder the image ships). Placements run in threads.
+_created_folders: set[Path] = set()
+_created_lock = threading.Lock()
+
+
+def _make_folders(directory: Path) -> None:
+    """``mkdir -p``, remembering which of the folders it made."""
+    missing = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    with _created_lock:
+        _created_folders.update(folder.resolve() for folder in missing)
+
+
 class EphemeralFiles:
     """The set of files (and the folders created for them) that must vanish with a job or the worker."""
 
@@ -135,10 +164,12 @@ class EphemeralFiles:
 
 
 def remove_paths(paths: Iterable[Path], roots: Iterable[Path]) -> list[str]:
-    """Delete files and directories, then their parents that became empty, below one of ``roots``.
+    """Delete files and directories, then the folders below one of ``roots`` that placing them created.
 
-    Returns the problems met instead of raising, so one undeletable file does
-    not keep the rest of a job's files on disk.
+    A folder that existed before (a model folder, an output subfolder the
+    image ships) stays, even when it is left empty. Returns the problems met
+    instead of raising, so one undeletable file does not keep the rest of a
+    job's files on disk.
     """
     problems: list[str] = []
     root_set = {p.resolve() for p in roots}
@@ -154,10 +185,54 @@ def remove_paths(paths: Iterable[Path], roots: Iterable[Path]) -> list[str]:
             problems.append(f"could not delete {path}: {exc}")
     for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
         current = parent.resolve()
-        while any(root in current.parents for root in root_set):
+        while current in _created_folders and any(root in current.parents for root in root_set):
             try:
                 current.rmdir()
             except OSError:
                 break
+            with _created_lock:
+                _created_folders.discard(current)
             current = current.parent
+    return problems
+
+
+def snapshot(roots: Iterable[Path]) -> dict[Path, FileStamp]:
+    """Every file and folder below ``roots`` with its stamp, jobs' private folders left out.
+
+    Taken before and after a prompt runs, the difference is exactly what that
+    prompt wrote, listed in ComfyUI's history or not; jobs' private folders hold
+    other jobs' inputs, which are theirs to remove.
+    """
+    found: dict[Path, FileStamp] = {}
+    stack = list(roots)
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # not there (yet), or gone meanwhile
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if JOB_FOLDER_RE.fullmatch(entry.name):
+                        continue
+                    stack.append(Path(entry.path))
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found[Path(entry.path)] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def remove_added(before: dict[Path, Any], after: dict[Path, Any]) -> list[str]:
+    """Delete what is in ``after`` but not in ``before`` (two :func:`snapshot`s): files, then emptied folders."""
+    problems: list[str] = []
+    for path in sorted(set(after) - set(before), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            problems.append(f"could not delete {path.name}: {exc.strerror or type(exc).__name__}")
     return problems

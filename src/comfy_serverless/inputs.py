@@ -25,8 +25,9 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,7 @@ _CONNECT_TIMEOUT_S = 30.0
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_FORBIDDEN_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9_-]{1,63}")
 _DATA_URI_RE = re.compile(r"data:[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(?:;[A-Za-z0-9!#$&^_.+-]+=[^;,]*)*"
                           r";base64,", re.IGNORECASE)
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -76,22 +78,60 @@ def url_problem(url: str) -> str | None:
     The answer is a predicate to put after the field's name ("input.inputs[0].source must ...").
     It never echoes the URL: a URL may carry a token.
     """
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def parse_url(url: str) -> URL:
+    """The URL exactly as it will be requested; ``ValueError`` says why it cannot be one (see url_problem).
+
+    Every check the request machinery would make later (IDNA encoding of the
+    host, brackets, escapes, empty labels) is made here, so a hostile URL is a
+    clear job error, never an exception from deep inside aiohttp or yarl.
+    """
     if len(url) > MAX_URL_LENGTH:
-        return f"is longer than {MAX_URL_LENGTH} characters"
+        raise ValueError(f"is longer than {MAX_URL_LENGTH} characters")
     if _URL_FORBIDDEN_RE.search(url):
-        return "must not contain whitespace or control characters (percent-encode them)"
+        raise ValueError("must not contain whitespace or control characters (percent-encode them)")
     try:
         parts = urlsplit(url)
         has_credentials = parts.username is not None or parts.password is not None
         hostname, _ = parts.hostname, parts.port
     except ValueError:
-        return "is not a valid URL (malformed host or port)"
+        raise ValueError("is not a valid URL (malformed host or port)") from None
     if parts.scheme.lower() not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got scheme {parts.scheme[:20]!r})"
+        raise ValueError(f"must be an http:// or https:// URL (got scheme {parts.scheme[:20]!r})")
     if has_credentials:
-        return "must not contain credentials (user:password@); use a presigned or tokenised URL"
+        raise ValueError("must not contain credentials (user:password@); use a presigned or tokenised URL")
     if not hostname:
-        return "names no host (expected http(s)://host/path)"
+        raise ValueError("names no host (expected http(s)://host/path)")
+    try:
+        parsed = URL(url, encoded=url.isascii())  # ASCII is sent byte for byte: a signature covers it
+        host = parsed.raw_host or ""
+    except ValueError:  # UnicodeError (IDNA) included
+        raise ValueError("has a host name that cannot be encoded (invisible or unusual characters, "
+                         "or an invalid internationalised name)") from None
+    problem = _host_problem(host)
+    if problem:
+        raise ValueError(f"has a host name that {problem}")
+    return parsed
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` (IDNA-encoded) is neither an IP address nor a DNS name, or ``None``."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = (host[:-1] if host.endswith(".") else host).split(".")
+    if len(host) > 253 or not all(labels):
+        return "is too long or has an empty label ('..')"
+    if not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        return "may only hold letters, digits, '-' and '_' between dots (at most 63 per label)"
     return None
 
 
@@ -102,12 +142,35 @@ def _shown(url: URL) -> str:
 
 # --- entry points -------------------------------------------------------------------------------
 
+class ByteBudget:
+    """The bytes all of one job's inputs may take together (MAX_JOB_INPUT_BYTES), shared by concurrent fetches.
+
+    Charged chunk by chunk (from S3's worker threads too, hence the lock), so
+    a job of many inputs stops as soon as the total passes the limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int, label: str) -> None:
+        with self._lock:
+            self._used += size
+            used = self._used
+        if used > self.limit:
+            raise InputFetchError(f"{label}: the job's inputs together are larger than {describe_size(self.limit)} "
+                                  "(MAX_JOB_INPUT_BYTES); send fewer or smaller inputs", input=label,
+                                  limit=self.limit)
+
+
 async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | None, config: Config,
-                        label: str) -> int:
+                        label: str, budget: ByteBudget | None = None) -> int:
     """Fetch ``source`` (``s3://``, ``http(s)://``, ``data:`` or bare base64) to ``destination``; bytes written.
 
     ``label`` names the input in every :class:`InputFetchError` ("input.inputs[2] (photo.png): ...").
-    The whole fetch, redirects included, must finish within DOWNLOAD_TIMEOUT_S.
+    The whole fetch, redirects included, must finish within DOWNLOAD_TIMEOUT_S; ``budget``, if
+    given, is charged with every byte.
     """
     started = time.monotonic()
     # Next to the destination, so os.replace is atomic; shortened so the name stays within NAME_MAX.
@@ -116,7 +179,8 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         async with asyncio.timeout(limit) as deadline:
-            size = await _fetch(source, partial, storage=storage, config=config, label=label)
+            size = await _fetch(source, partial, storage=storage, config=config, label=label,
+                                charge=functools.partial(budget.take, label=label) if budget else _free)
         os.replace(partial, destination)
     except TimeoutError:
         if not deadline.expired():
@@ -124,12 +188,17 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
         raise InputFetchError(f"{label}: the download took longer than {limit:g} s (DOWNLOAD_TIMEOUT_S); use a "
                               "faster source or raise DOWNLOAD_TIMEOUT_S", input=label) from None
     except OSError as exc:  # the local disk: full, read-only, ...
-        raise InputFetchError(f"{label}: could not write {destination}: {exc.strerror or exc}", input=label) from exc
+        raise InputFetchError(f"{label}: could not write the download to the worker's disk: "
+                              f"{exc.strerror or type(exc).__name__}", input=label) from exc
     finally:
         with contextlib.suppress(OSError):  # a failed cleanup must not hide the error that caused it
             partial.unlink(missing_ok=True)
     logger.info("fetched %s: %s in %.2f s", label, describe_size(size), time.monotonic() - started)
     return size
+
+
+def _free(size: int) -> None:
+    """The charge of a fetch without a budget."""
 
 
 async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Storage | None,
@@ -138,51 +207,62 @@ async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Stora
 
     All or nothing: on the first failure the other fetches are cancelled and
     awaited, every file already fetched is deleted, and that first error is raised.
+    Together the inputs may take MAX_JOB_INPUT_BYTES and FETCH_TIMEOUT_S.
     """
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
+    budget = ByteBudget(config.max_job_input_bytes)
     fetched: list[Path] = []
 
     async def fetch_one(spec: InputSpec, destination: Path) -> int:
         async with semaphore:
             size = await fetch_to_file(spec.source, destination, storage=storage, config=config,
-                                       label=f"{spec.field} ({spec.name})")
+                                       label=f"{spec.field} ({spec.name})", budget=budget)
         fetched.append(destination)
         return size
 
     tasks = [asyncio.create_task(fetch_one(spec, destination)) for spec, destination in items]
+    deadline = asyncio.timeout(config.fetch_timeout_s or None)
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
+        async with deadline:
+            return list(await asyncio.gather(*tasks))
+    except BaseException as exc:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for path in fetched:
             path.unlink(missing_ok=True)
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            raise InputFetchError(f"fetching the job's {len(items)} inputs took longer than "
+                                  f"{config.fetch_timeout_s:g} s (FETCH_TIMEOUT_S); use faster sources or fewer "
+                                  "inputs") from None
         raise
 
 
-async def _fetch(source: str, destination: Path, *, storage: S3Storage | None, config: Config, label: str) -> int:
+async def _fetch(source: str, destination: Path, *, storage: S3Storage | None, config: Config, label: str,
+                 charge: Callable[[int], None]) -> int:
     match = _SCHEME_RE.match(source)
     scheme = match.group(1).lower() if match else ""
     if scheme == "s3":
-        return await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label)
+        return await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label,
+                               charge=charge)
     if scheme in ("http", "https"):
-        return await _fetch_url(source, destination, config=config, label=label)
+        return await _fetch_url(source, destination, config=config, label=label, charge=charge)
     if scheme == "data":
         payload = _data_uri_payload(source, label)
         return await asyncio.to_thread(decode_base64_to_file, payload, destination,
-                                       max_bytes=config.input_max_bytes, label=label)
+                                       max_bytes=config.input_max_bytes, label=label, charge=charge)
     if scheme:
         # Only the scheme is echoed: the rest may hold credentials.
         raise InputFetchError(f"{label}: unsupported source scheme {scheme[:20]!r}; use s3://, https://, http:// "
                               "or data:<mime>;base64,", input=label)
     return await asyncio.to_thread(decode_base64_to_file, source, destination,
-                                   max_bytes=config.input_max_bytes, label=label)
+                                   max_bytes=config.input_max_bytes, label=label, charge=charge)
 
 
 # --- S3 -----------------------------------------------------------------------------------------
 
-async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, max_bytes: int, label: str) -> int:
+async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, max_bytes: int, label: str,
+                    charge: Callable[[int], None]) -> int:
     try:
         bucket, key = parse_s3_uri(uri, require_key=True)
     except ValueError as exc:
@@ -192,7 +272,7 @@ async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, m
                               "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (and BUCKET_ENDPOINT_URL for "
                               "storage other than AWS S3)", input=label)
     try:
-        return await storage.download(bucket, key, destination, max_bytes=max_bytes)
+        return await storage.download(bucket, key, destination, max_bytes=max_bytes, on_chunk=charge)
     except StorageError as exc:
         hint = "; raise INPUT_MAX_BYTES to allow larger inputs" if "limit" in exc.details else ""
         raise InputFetchError(f"{label}: {exc.message}{hint}", input=label, **exc.details) from exc
@@ -208,7 +288,8 @@ def _data_uri_payload(uri: str, label: str) -> str:
     return uri[match.end():]
 
 
-def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label: str) -> int:
+def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label: str,
+                          charge: Callable[[int], None] = _free) -> int:
     """Decode standard base64 (whitespace ignored) into ``destination``; bytes written.
 
     Checked strictly and sized before anything is decoded, so a typo or an
@@ -225,6 +306,7 @@ def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label
         raise InputFetchError(f"{label}: the base64 data decodes to {describe_size(size)}, over the limit of "
                               f"{describe_size(max_bytes)} (INPUT_MAX_BYTES); pass large files as s3:// or "
                               "https:// inputs", input=label, size=size, limit=max_bytes)
+    charge(size)
     try:
         with destination.open("wb") as out:
             for start in range(0, len(compact), _BASE64_SLICE):
@@ -234,8 +316,8 @@ def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label
         raise InputFetchError(f"{label}: the data is not valid base64", input=label) from None
     except OSError as exc:
         destination.unlink(missing_ok=True)
-        raise InputFetchError(f"{label}: could not write {destination}: {exc.strerror or exc}",
-                              input=label) from exc
+        raise InputFetchError(f"{label}: could not write the data to the worker's disk: "
+                              f"{exc.strerror or type(exc).__name__}", input=label) from exc
     return size
 
 
@@ -361,10 +443,8 @@ class PinnedResolver(AbstractResolver):
 
 
 async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedResolver, label: str) -> None:
-    """Refuse ``url`` unless every address of its host is public or allowlisted; pin those addresses."""
-    problem = url_problem(str(url))
-    if problem:
-        raise InputFetchError(f"{label}: the URL {problem}", input=label)
+    """Refuse ``url`` (from :func:`parse_url`) unless every address of its host is public or allowlisted;
+    pin those addresses."""
     host = url.raw_host or ""
     port = url.port or (443 if url.scheme == "https" else 80)
     results = await _resolve(host, port, label)
@@ -381,7 +461,8 @@ async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedRe
 
 # --- URLs: fetching -----------------------------------------------------------------------------
 
-async def _fetch_url(url: str, destination: Path, *, config: Config, label: str) -> int:
+async def _fetch_url(url: str, destination: Path, *, config: Config, label: str,
+                     charge: Callable[[int], None]) -> int:
     try:
         allowlist = _parse_allowlist(config.url_allowlist)
     except ValueError as exc:
@@ -390,8 +471,12 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str)
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=_CONNECT_TIMEOUT_S)
     # trust_env=False: an HTTP(S)_PROXY from the environment would connect somewhere unchecked.
+    try:
+        first = parse_url(url)
+    except ValueError as exc:
+        raise InputFetchError(f"{label}: the URL {exc}", input=label) from None
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
-        current = _as_yarl(url)
+        current = first
         for hop in range(MAX_REDIRECTS + 1):
             await _check_destination(current, allowlist, resolver, f"{label}: redirect {hop}" if hop else label)
             try:
@@ -403,11 +488,10 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str)
                     if not 200 <= response.status < 300:
                         raise _status_error(response, current, label)
                     return await _stream_to_file(response, destination, max_bytes=config.input_max_bytes,
-                                                 label=label, shown=_shown(current))
+                                                 label=label, shown=_shown(current), charge=charge)
             except aiohttp.ClientError as exc:
                 raise InputFetchError(f"{label}: {_client_error_message(exc, current)}", input=label) from exc
-    raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(_as_yarl(url))}",
-                          input=label)
+    raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(first)}", input=label)
 
 
 def _status_error(response: aiohttp.ClientResponse, url: URL, label: str) -> InputFetchError:
@@ -416,20 +500,23 @@ def _status_error(response: aiohttp.ClientResponse, url: URL, label: str) -> Inp
                            "is right and has not expired)", input=label, status=response.status)
 
 
-def _as_yarl(url: str) -> URL:
-    """Send an ASCII URL byte for byte (a presigned URL's signature covers its exact encoding)."""
-    return URL(url, encoded=url.isascii())
-
-
 def _redirect_target(response: aiohttp.ClientResponse, label: str) -> URL:
+    """Where a redirect points, checked like the job's own URL: a malformed target is a job error."""
     location = response.headers.get("Location")
     if not location:
         raise InputFetchError(f"{label}: HTTP {response.status} redirect without a Location header", input=label)
-    return response.url.join(_as_yarl(location))
+    try:
+        target = str(response.url.join(URL(location, encoded=location.isascii())))
+    except ValueError:  # what yarl raises for an unclosed bracket, a backslash, a bad escape
+        raise InputFetchError(f"{label}: HTTP {response.status} redirect to a malformed URL", input=label) from None
+    try:
+        return parse_url(target)
+    except ValueError as exc:
+        raise InputFetchError(f"{label}: HTTP {response.status} redirect to a URL that {exc}", input=label) from None
 
 
 async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *, max_bytes: int, label: str,
-                          shown: str) -> int:
+                          shown: str, charge: Callable[[int], None]) -> int:
     """Copy the body to disk chunk by chunk, enforcing the cap on the announced and on the actual size."""
     too_large = (f"{label}: {shown} is larger than the limit of {describe_size(max_bytes)} (INPUT_MAX_BYTES); "
                  "raise INPUT_MAX_BYTES to allow larger inputs")
@@ -443,6 +530,7 @@ async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *
             written += len(chunk)
             if written > max_bytes:
                 raise InputFetchError(too_large, input=label, limit=max_bytes)
+            charge(len(chunk))
             await asyncio.to_thread(out.write, chunk)
     finally:
         out.close()

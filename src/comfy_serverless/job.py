@@ -11,7 +11,7 @@ removes the job's inputs, outputs, previews and scratch files.
 from __future__ import annotations
 
 import asyncio
-import copy
+import json
 import logging
 import shutil
 import time
@@ -23,17 +23,24 @@ from typing import Any
 
 from .config import Config
 from .connector import ComfyConnector
-from .errors import ComfyServerlessError, ComfyUnavailableError, JobInputError, StorageError
+from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
 from .events import Progress
+from .files import FileStamp, remove_added, snapshot
 from .inputs import fetch_all
-from .jobspec import InputSpec, JobSpec, parse_job_input
-from .outputs import collect_outputs, inline_outputs, upload_outputs
+from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
+from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
 from .storage import S3Storage, parse_s3_uri
-from .workflow import RUN_TOKEN_INPUT, Prompt, check_api_prompt
+from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_value_problem
 
 logger = logging.getLogger(__name__)
 
 ProgressSink = Callable[[dict[str, Any]], None]
+
+#: Largest error result, as JSON. Errors are logged and returned to callers; a hostile payload with
+#: 100k problems (or ComfyUI's verdict on 100k nodes) must not turn into megabytes of result.
+MAX_ERROR_BYTES = 8192
+_KEPT_ITEMS = 10
+_KEPT_CHARS = 300
 
 
 @dataclass
@@ -44,6 +51,9 @@ class _JobState:
     scratch: Path
     placed: list[str] = field(default_factory=list)
     history: dict[str, Any] = field(default_factory=dict)
+    #: ComfyUI's output and temp folders before and after the prompt ran: their difference is what it wrote.
+    before: dict[Path, FileStamp] = field(default_factory=dict)
+    after: dict[Path, FileStamp] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -55,6 +65,17 @@ class JobRunner:
         self._connector = connector
         self._config = config
         self._storage = storage
+        self._file_inputs: tuple[dict[str, Any], FileInputs] | None = None
+        # One prompt at a time between the two snapshots of a run, so that what appears in ComfyUI's folders
+        # meanwhile is that prompt's (jobs otherwise overlap: validation, fetches, uploads).
+        self._run_lock = asyncio.Lock()
+
+    def file_inputs(self) -> FileInputs:
+        """The file inputs of ComfyUI's node types, built once per ``/object_info`` the connector loaded."""
+        node_types = self._connector.node_types
+        if self._file_inputs is None or self._file_inputs[0] is not node_types:
+            self._file_inputs = (node_types, FileInputs.from_object_info(node_types))
+        return self._file_inputs[1]
 
     async def run(self, job_id: str, raw_input: object, progress: ProgressSink | None = None) -> dict[str, Any]:
         """The job's result: outputs on success, ``{"error": ...}`` for every error this package raises.
@@ -67,7 +88,7 @@ class JobRunner:
         try:
             result = await self._run(state, raw_input, progress)
         except ComfyServerlessError as exc:
-            result = exc.to_dict()
+            result = bounded_error(exc.to_dict())
             if isinstance(exc, ComfyUnavailableError) and exc.details.get("restart_failed"):
                 result["refresh_worker"] = True  # ComfyUI cannot come back here; RunPod gives a fresh worker
         finally:
@@ -83,36 +104,46 @@ class JobRunner:
         return result
 
     async def _run(self, state: _JobState, raw_input: object, progress: ProgressSink | None) -> dict[str, Any]:
-        spec = parse_job_input(raw_input, self._config)
+        # Work proportional to the payload runs in a thread, so the loop stays responsive and a cancel
+        # takes effect at once; every check on the payload is linear in its size.
+        spec = await asyncio.to_thread(parse_job_input, raw_input, self._config)
         destination = self._output_destination(spec)
         self._check_model_folders(spec.inputs)
+        job_folder = state.scratch.name[:16]  # "job-" and 12 hex digits: private to this job
 
         # The prompt and its overrides are checked before any input is fetched: a typo costs no download.
         with _timer(state, "convert"):
             if spec.workflow_format == "ui":
-                prompt = await self._connector.get_prompt_from_workflow(spec.workflow)
+                workflow = await self._connector.get_prompt_from_workflow(spec.workflow)
             else:
-                prompt = copy.deepcopy(spec.workflow)  # edited below; the caller's job stays as it was
-                check_api_prompt(prompt, self._connector.node_types)  # before overrides walk its nodes
-        apply_overrides(prompt, spec.overrides, self._connector.node_types)
+                workflow = spec.workflow
+            own = {key for spec_ in spec.inputs for key in _references(spec_, job_folder)}
+            prompt = await asyncio.to_thread(self._prepare_prompt, workflow, spec, own)
         with _timer(state, "fetch"):
-            references = await self._fetch_inputs(state, spec.inputs)
-        rewrite_references(prompt, references)
+            references = await self._fetch_inputs(state, spec.inputs, job_folder)
+        rewrite_references(prompt, references, self.file_inputs())
 
         extra_data: dict[str, Any] = {}
         if spec.workflow_format == "ui":
             extra_data["extra_pnginfo"] = {"workflow": spec.workflow}
         if spec.comfy_org_api_key:
             extra_data["api_key_comfy_org"] = spec.comfy_org_api_key
-        state.history = await self._connector.run_prompt(
-            prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
-            progress=_throttled(progress, self._config.progress_interval_s) if progress else None)
+        folders = (self._connector.folders.output, self._connector.folders.temp)
+        async with self._run_lock:
+            state.before = snapshot(folders)
+            try:
+                state.history = await self._connector.run_prompt(
+                    prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
+                    progress=_throttled(progress, self._config.progress_interval_s) if progress else None)
+            finally:
+                state.after = snapshot(folders)
         prompt_id, entry = next(iter(state.history.items()))
 
         with _timer(state, "upload"):
-            files, texts, warnings = collect_outputs(entry, self._connector.folders,
-                                                     include_temp=spec.output.include_temp)
-            state.warnings.extend(warnings)
+            listed, texts, warnings = collect_outputs(entry, self._connector.folders,
+                                                      include_temp=spec.output.include_temp)
+            files, not_written = written_by_prompt(listed, state.before, state.after)
+            state.warnings.extend(warnings + not_written)
             if destination is None:
                 delivered = await inline_outputs(files, max_bytes=self._config.inline_output_max_bytes)
             else:
@@ -122,6 +153,17 @@ class JobRunner:
                                                  presign=spec.output.presign, expires_s=spec.output.expires_s)
         delivered += [{"node_id": t.node_id, "kind": "text", "text": t.text} for t in texts]
         return {"prompt_id": prompt_id, "history": {prompt_id: _result_history(entry)}, "outputs": delivered}
+
+    def _prepare_prompt(self, workflow: Prompt, spec: JobSpec, own: set[str]) -> Prompt:
+        """The prompt to run, before its inputs are fetched: checked, copied (the caller's job stays as it
+        was), with the overrides applied and every file input checked (``own``: the job's input names)."""
+        node_types = self._connector.node_types
+        if spec.workflow_format == "api":
+            check_api_prompt(workflow, node_types)  # before overrides walk its nodes
+        prompt = copy_prompt(workflow)
+        apply_overrides(prompt, spec.overrides, node_types)
+        check_file_inputs(prompt, self.file_inputs(), own)
+        return prompt
 
     def _output_destination(self, spec: JobSpec) -> tuple[str, str] | None:
         """``(bucket, prefix)`` for S3 delivery, ``None`` for inline; decided before any work is done."""
@@ -148,33 +190,57 @@ class JobRunner:
         if problems:
             raise JobInputError(problems)
 
-    async def _fetch_inputs(self, state: _JobState, inputs: tuple[InputSpec, ...]) -> dict[str, str]:
-        """Download every input, place it in a folder private to this job; old reference -> new reference."""
+    async def _fetch_inputs(self, state: _JobState, inputs: tuple[InputSpec, ...], job_folder: str) -> dict[str, str]:
+        """Download every input, place it in a folder private to this job; reference -> private reference."""
         if not inputs:
             return {}
-        state.scratch.mkdir(parents=True, exist_ok=True)
-        downloads = [state.scratch / f"{index}-{spec.name}".replace("/", "_") for index, spec in enumerate(inputs)]
+        try:
+            state.scratch.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputFetchError(f"the worker cannot create its scratch folder (SCRATCH_DIR): "
+                                  f"{exc.strerror or type(exc).__name__}") from exc
+        # Named by index only: a name of the schema's full 255 bytes must not grow past NAME_MAX here.
+        downloads = [state.scratch / f"input-{index}" for index in range(len(inputs))]
         await fetch_all(list(zip(inputs, downloads, strict=True)), storage=self._storage, config=self._config)
-        job_folder = state.scratch.name[:16]  # "job-" and 12 hex digits: private to this job
         references: dict[str, str] = {}
         for spec, download in zip(inputs, downloads, strict=True):
-            subfolder, original = _placement(spec, job_folder)
-            placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
-                                                       is_ephemeral=True, name=spec.name, move=True)
+            subfolder, _ = _placement(spec, job_folder)
+            try:
+                placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
+                                                                 is_ephemeral=True, name=spec.name, move=True)
+            except OSError as exc:  # the disk: full, read-only; its paths are not the user's business
+                raise InputFetchError(f"{spec.field} ({spec.name}): could not place the file in ComfyUI's "
+                                      f"{spec.folder_type} folder: {exc.strerror or type(exc).__name__}",
+                                      input=spec.field) from exc
             state.placed.append(placed)
             root = (self._connector.model_folder(spec.subfolder) if spec.folder_type == "models"
                     else self._connector.folders.for_type(spec.folder_type))
-            references[original] = Path(placed).relative_to(root.resolve()).as_posix()
+            references |= _references(spec, Path(placed).relative_to(root.resolve()).as_posix())
         return references
 
     async def _cleanup(self, state: _JobState) -> None:
+        """Remove exactly what this job added: its inputs, and what its prompt wrote (listed or not)."""
         problems = self._connector.delete_ephemeral(state.placed)
+        problems += remove_added(state.before, state.after)
         if state.history:
-            problems += self._connector.delete_outputs(state.history)
             await self._connector.forget_history(list(state.history))
         shutil.rmtree(state.scratch, ignore_errors=True)
         for problem in problems:
             logger.warning("cleanup: %s", problem)
+
+
+def written_by_prompt(files: list[FileOutput], before: dict[Path, FileStamp],
+                      after: dict[Path, FileStamp]) -> tuple[list[FileOutput], list[str]]:
+    """The listed outputs that the prompt wrote (new or changed between the snapshots), and a warning for each
+    other: a file an earlier job or the image put there is neither returned nor deleted."""
+    written, warnings = [], []
+    for output in files:
+        if output.path in after and before.get(output.path) != after[output.path]:
+            written.append(output)
+        else:
+            warnings.append(f"node {output.node_id} listed {output.folder_type} file {output.relative_name!r}, "
+                            "which this job did not write; not returned")
+    return written, warnings
 
 
 def _placement(spec: InputSpec, job_folder: str) -> tuple[str, str]:
@@ -192,33 +258,60 @@ def _placement(spec: InputSpec, job_folder: str) -> tuple[str, str]:
     return "/".join(p for p in (job_folder, spec.subfolder) if p), original
 
 
+def _references(spec: InputSpec, private: str) -> dict[str, str]:
+    """Every way a workflow may name an input, as ComfyUI would, mapped to the same name for ``private``.
+
+    In the input folder a plain name works (``photo.png``, or ``photo.png [input]``); the output and temp
+    folders need ComfyUI's annotation (``photo.png [output]``); model inputs are named relative to
+    their model folder. ``private`` is the reference to the job's private copy.
+    """
+    _, original = _placement(spec, "")
+    if spec.folder_type == "models":
+        return {original: private}
+    tag = f" [{spec.folder_type}]"
+    names = {original + tag: private + tag}
+    if spec.folder_type == "input":
+        names[original] = private
+    return names
+
+
 def apply_overrides(prompt: Prompt, overrides: dict[str, dict[str, Any]], node_types: dict[str, Any]) -> None:
-    """Set node inputs by node id or title; every unknown node or input is reported at once."""
-    problems: list[str] = []
+    """Set node inputs by node id or title; every unknown node or input is reported at once.
+
+    Titles are indexed once, so the work is linear in the number of nodes plus overrides.
+    """
+    problems = Problems()
+    titles = _titles(prompt) if any(target not in prompt for target in overrides) else {}
     for target, values in overrides.items():
-        node_ids = [target] if target in prompt else [
-            node_id for node_id, node in prompt.items() if _title(node) == target]
+        node_ids = [target] if target in prompt else titles.get(target, [])
         if not node_ids:
-            problems.append(f"input.overrides.{target}: no node has this id or title")
+            problems.add(f"input.overrides.{target}", "no node has this id or title")
             continue
         if len(node_ids) > 1:
-            problems.append(f"input.overrides.{target}: the title matches nodes {', '.join(node_ids)}; use a node id")
+            problems.add(f"input.overrides.{target}", f"the title matches nodes {', '.join(node_ids[:10])}"
+                                                      f"{', …' if len(node_ids) > 10 else ''}; use a node id")
             continue
         node = prompt[node_ids[0]]
         declared = _declared_inputs(node_types.get(node["class_type"], {}))
         for name, value in values.items():
-            if name not in node.get("inputs", {}) and name not in declared:
-                problems.append(f"input.overrides.{target}.{name}: node {node_ids[0]} ({node['class_type']}) "
-                                f"has no input '{name}'")
+            if name not in node["inputs"] and name not in declared:
+                problems.add(f"input.overrides.{target}.{name}",
+                             f"node {node_ids[0]} ({node['class_type']}) has no input {show(name)}")
                 continue
-            node.setdefault("inputs", {})[name] = value
+            node["inputs"][name] = value
     if problems:
-        raise JobInputError(problems)
+        raise problems.error()
 
 
-def _title(node: dict[str, Any]) -> object:
-    meta = node.get("_meta")
-    return meta.get("title") if isinstance(meta, dict) else None  # _meta is free-form in a user's prompt
+def _titles(prompt: Prompt) -> dict[str, list[str]]:
+    """Node ids by title (``_meta.title``; free-form in a user's prompt, so anything else is ignored)."""
+    titles: dict[str, list[str]] = {}
+    for node_id, node in prompt.items():
+        meta = node.get("_meta")
+        title = meta.get("title") if isinstance(meta, dict) else None
+        if isinstance(title, str):
+            titles.setdefault(title, []).append(node_id)
+    return titles
 
 
 def _declared_inputs(spec: dict[str, Any]) -> set[str]:
@@ -226,15 +319,64 @@ def _declared_inputs(spec: dict[str, Any]) -> set[str]:
     return {name for group in ("required", "optional") for name in (inputs.get(group) or {})}
 
 
-def rewrite_references(prompt: Prompt, references: dict[str, str]) -> None:
-    """Point every input value that names a job input at the job's private copy."""
+def check_file_inputs(prompt: Prompt, file_inputs: FileInputs, own: set[str]) -> None:
+    """Refuse file inputs that would make ComfyUI read outside its folders or another job's files.
+
+    ``own`` holds the names of this job's inputs, which are rewritten to its private folder.
+    """
+    problems = Problems()
+    for node_id, class_type, name, value in file_inputs.values(prompt):
+        problem = None if value in own else file_value_problem(value)
+        if problem:
+            problems.add(f"prompt node {node_id} ({class_type}) input {name!r}", f"{show(value)} {problem}")
+    if problems:
+        raise problems.error()
+
+
+def rewrite_references(prompt: Prompt, references: dict[str, str], file_inputs: FileInputs) -> None:
+    """Point every file input that names a job input at the job's private copy; free text stays as it is."""
     if not references:
         return
-    for node in prompt.values():
-        inputs = node.get("inputs") or {}
-        for name, value in inputs.items():
-            if isinstance(value, str) and value in references and name != RUN_TOKEN_INPUT:
-                inputs[name] = references[value]
+    for node_id, _, name, value in list(file_inputs.values(prompt)):
+        if value in references:
+            prompt[node_id]["inputs"][name] = references[value]
+
+
+def bounded_error(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (an error's ``to_dict()``) within MAX_ERROR_BYTES: long texts and lists are cut, marked so.
+
+    The one-line message and the error type always stay; details are shortened
+    (strings to 300 characters, lists to their first 10 items), and dropped if
+    they are still too large.
+    """
+    if _json_size(result) <= MAX_ERROR_BYTES:
+        return result
+    bounded: dict[str, Any] = {"error": _clip(result["error"], 2000), "error_type": result["error_type"],
+                               "truncated": True}
+    for key, value in result.items():
+        if key in bounded:
+            continue
+        value = _shortened(value)
+        if _json_size(bounded) + _json_size({key: value}) <= MAX_ERROR_BYTES:
+            bounded[key] = value
+    return bounded
+
+
+def _shortened(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clip(value, _KEPT_CHARS)
+    if isinstance(value, list):
+        kept = [_clip(item, _KEPT_CHARS) if isinstance(item, str) else item for item in value[:_KEPT_ITEMS]]
+        return kept + ([f"… {len(value) - _KEPT_ITEMS} more"] if len(value) > _KEPT_ITEMS else [])
+    return value
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str))
 
 
 def _result_history(entry: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .config import Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
 from .inputs import url_problem
-from .storage import parse_s3_uri
+from .storage import bucket_problem, parse_s3_uri
 from .workflow import WorkflowFormat, detect_format, parse_workflow
 
 InputKind = Literal["s3", "url", "base64"]
@@ -36,10 +36,16 @@ OutputMode = Literal["s3", "inline", "default"]
 
 MAX_TIMEOUT_S = 86400
 MAX_PRESIGN_EXPIRES_S = 604800  # 7 days, the SigV4 limit
-#: A payload with thousands of bad entries must not produce a result of megabytes of problems.
-MAX_PROBLEMS = 100
+#: Deepest nesting of objects and arrays in a workflow or an override value. Saved workflows stay
+#: within about 10; far deeper values exhaust the stack of recursive code downstream (copies,
+#: serialisers, ComfyUI's own hashing) instead of failing cleanly.
+MAX_NESTING = 100
+#: A payload with thousands of bad entries must not produce a result of megabytes of problems: the
+#: problems listed (and the characters of each) are capped, so an error stays within a few KB.
+MAX_PROBLEMS = 20
 _SHOWN_CHARS = 60
-_MAX_PROBLEM_CHARS = 500
+_MAX_PROBLEM_CHARS = 200
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _TOP_LEVEL_KEYS = ("workflow", "inputs", "images", "overrides", "output", "timeout_s", "comfy_org_api_key")
 _INPUT_KEYS = ("source", "name", "folder_type", "subfolder")
@@ -148,19 +154,29 @@ class _Source:
     default_name: str
 
 
-class _Problems:
-    """The problems found so far, each prefixed with its field path, capped in number and length."""
+class Problems:
+    """The problems found so far, each prefixed with its field path, capped in number and length.
+
+    Control characters are escaped, so a problem stays on one line of a log
+    whatever the payload's keys hold.
+    """
 
     def __init__(self) -> None:
         self.items: list[str] = []
         self.dropped = 0
 
+    @property
+    def full(self) -> bool:
+        """True once the cap is reached: callers skip costly work (suggestions) for problems not listed."""
+        return len(self.items) >= MAX_PROBLEMS
+
     def add(self, path: str, message: str) -> None:
-        if len(self.items) >= MAX_PROBLEMS:
+        if self.full:
             self.dropped += 1
             return
         text = f"{path}: {message}"
-        self.items.append(text if len(text) <= _MAX_PROBLEM_CHARS else text[:_MAX_PROBLEM_CHARS - 3] + "...")
+        text = text if len(text) <= _MAX_PROBLEM_CHARS else text[:_MAX_PROBLEM_CHARS - 3] + "..."
+        self.items.append(_CONTROL_RE.sub(lambda match: repr(match.group())[1:-1], text))
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -173,13 +189,13 @@ class _Problems:
 def parse_job_input(raw: object, config: Config) -> JobSpec:
     """Validate a job's ``input`` and apply the defaults; ``JobInputError`` lists every problem found."""
     data = _decode(raw, config.max_job_payload_bytes)
-    problems = _Problems()
+    problems = Problems()
     _check_keys(data, "input", _TOP_LEVEL_KEYS, problems)
     workflow = _parse_workflow_field(data.get("workflow"), problems)
-    inputs = _parse_inputs(data.get("inputs"), problems) + _parse_images(data.get("images"), problems)
-    _check_unique(inputs, problems)
+    inputs = _parse_files(data, config, problems)
     overrides = _parse_overrides(data.get("overrides"), problems)
     output = _parse_output(data.get("output"), config, problems)
+    _check_buckets(inputs, output, config.s3_bucket_allowlist, problems)
     timeout_s = _typed(data, "timeout_s", "input", "number", None, problems)
     if timeout_s is not None:
         _check_range(timeout_s, "input.timeout_s", 0, MAX_TIMEOUT_S, problems, low_inclusive=False)
@@ -218,13 +234,16 @@ def _check_size(size: int, limit: int) -> None:
                              "(MAX_JOB_PAYLOAD_BYTES); pass large files as s3:// or https:// inputs, not base64"])
 
 
-def _parse_workflow_field(value: object, problems: _Problems) -> tuple[dict[str, Any], WorkflowFormat] | None:
+def _parse_workflow_field(value: object, problems: Problems) -> tuple[dict[str, Any], WorkflowFormat] | None:
     path = "input.workflow"
     if value is None:
         problems.add(path, "is required (a UI or API format workflow, as an object or a JSON string)")
         return None
     try:
         workflow = parse_workflow(value)
+        if _nested_too_deeply(workflow):
+            problems.add(path, f"is nested more than {MAX_NESTING} levels deep")
+            return None
         return workflow, detect_format(workflow)
     except WorkflowError as exc:
         problems.add(path, exc.message)
@@ -235,13 +254,40 @@ def _parse_workflow_field(value: object, problems: _Problems) -> tuple[dict[str,
 
 # --- files to place -----------------------------------------------------------------------------
 
-def _parse_inputs(value: object, problems: _Problems) -> list[InputSpec]:
+def _parse_files(data: dict[str, Any], config: Config, problems: Problems) -> list[InputSpec]:
+    """``inputs`` and ``images`` together, counted before any entry is parsed (MAX_JOB_INPUTS)."""
+    count = sum(len(data[key]) for key in ("inputs", "images") if isinstance(data.get(key), list))
+    if count > config.max_job_inputs:
+        problems.add("input.inputs", f"the job has {count} files (inputs and images together), more than "
+                                     f"MAX_JOB_INPUTS ({config.max_job_inputs}); bundle them, e.g. in an archive")
+        return []
+    inputs = _parse_inputs(data.get("inputs"), problems) + _parse_images(data.get("images"), problems)
+    _check_unique(inputs, problems)
+    return inputs
+
+
+def _check_buckets(inputs: list[InputSpec], output: OutputSpec, allowlist: str, problems: Problems) -> None:
+    """S3_BUCKET_ALLOWLIST, for S3 inputs and the job's own output location."""
+    if not allowlist:
+        return
+    uris = [(f"{spec.field}.source", spec.source) for spec in inputs if spec.kind == "s3"]
+    uris += [("input.output.s3_uri", output.s3_uri)] if output.mode == "s3" else []
+    for path, uri in uris:
+        try:
+            problem = bucket_problem(parse_s3_uri(uri, require_key=False)[0], allowlist)
+        except ValueError:
+            continue  # a malformed URI, already reported
+        if problem:
+            problems.add(path, problem)
+
+
+def _parse_inputs(value: object, problems: Problems) -> list[InputSpec]:
     specs = (_parse_input_entry(index, path, entry, problems)
              for index, path, entry in _entries(value, "input.inputs", _INPUT_KEYS, problems))
     return [spec for spec in specs if spec is not None]
 
 
-def _parse_input_entry(index: int, path: str, entry: dict[str, Any], problems: _Problems) -> InputSpec | None:
+def _parse_input_entry(index: int, path: str, entry: dict[str, Any], problems: Problems) -> InputSpec | None:
     source = _parse_source(entry.get("source"), f"{path}.source", index, problems)
     folder_type = _parse_folder_type(entry.get("folder_type"), f"{path}.folder_type", problems)
     subfolder_value = entry.get("subfolder")
@@ -259,7 +305,7 @@ def _parse_input_entry(index: int, path: str, entry: dict[str, Any], problems: _
                      field=path, kind=source.kind)
 
 
-def _parse_images(value: object, problems: _Problems) -> list[InputSpec]:
+def _parse_images(value: object, problems: Problems) -> list[InputSpec]:
     """worker-comfyui's ``images`` entries, as base64 inputs in the input folder."""
     specs = []
     for _, path, entry in _entries(value, "input.images", _IMAGE_KEYS, problems):
@@ -271,10 +317,10 @@ def _parse_images(value: object, problems: _Problems) -> list[InputSpec]:
     return specs
 
 
-def _parse_image_data(value: object, path: str, problems: _Problems) -> str | None:
+def _parse_image_data(value: object, path: str, problems: Problems) -> str | None:
     if not isinstance(value, str):
         problems.add(path, "is required (base64 image data)" if value is None else
-                     f"must be a base64 string, got {_show(value)}")
+                     f"must be a base64 string, got {show(value)}")
         return None
     try:
         return _split_data_uri(value)[1] if value[:5].lower() == "data:" else _base64_payload(value)
@@ -284,7 +330,7 @@ def _parse_image_data(value: object, path: str, problems: _Problems) -> str | No
 
 
 def _entries(value: object, path: str, allowed: Sequence[str],
-             problems: _Problems) -> Iterator[tuple[int, str, dict[str, Any]]]:
+             problems: Problems) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """The object entries of an optional list field, as (index, path, entry); other entries are problems.
 
     A generator, so that problems come out in the order of the entries.
@@ -292,7 +338,7 @@ def _entries(value: object, path: str, allowed: Sequence[str],
     if value is None:
         return
     if not isinstance(value, list):
-        problems.add(path, f"must be a list, got {_show(value)}")
+        problems.add(path, f"must be a list, got {show(value)}")
         return
     for index, entry in enumerate(value):
         entry_path = f"{path}[{index}]"
@@ -300,28 +346,28 @@ def _entries(value: object, path: str, allowed: Sequence[str],
             yield index, entry_path, entry
 
 
-def _check_unique(inputs: list[InputSpec], problems: _Problems) -> None:
+def _check_unique(inputs: list[InputSpec], problems: Problems) -> None:
     """Two inputs written to the same file would silently replace one another."""
     seen: dict[tuple[str, str, str], str] = {}
     for spec in inputs:
         key = (spec.folder_type, spec.subfolder, spec.name)
         if key in seen:
-            problems.add(f"{spec.field}.name", f"{_show(spec.name)} is also the name of {seen[key]} in the same "
+            problems.add(f"{spec.field}.name", f"{show(spec.name)} is also the name of {seen[key]} in the same "
                                                "folder; names must be unique")
         else:
             seen[key] = spec.field
 
 
-def _parse_folder_type(value: object, path: str, problems: _Problems) -> str | None:
+def _parse_folder_type(value: object, path: str, problems: Problems) -> str | None:
     if value is None:
         return "input"
     if value not in FOLDER_TYPES:
-        problems.add(path, f"must be one of {', '.join(FOLDER_TYPES)} (got {_show(value)})")
+        problems.add(path, f"must be one of {', '.join(FOLDER_TYPES)} (got {show(value)})")
         return None
     return str(value)
 
 
-def _file_name(value: object, path: str, problems: _Problems, *, derived: str | None) -> str | None:
+def _file_name(value: object, path: str, problems: Problems, *, derived: str | None) -> str | None:
     """The given name, else the one ``derived`` from the source (``None``: there is no source to derive from)."""
     if value is not None:
         return _relative_path(value, path, problems, allow_nested=False)
@@ -331,16 +377,16 @@ def _file_name(value: object, path: str, problems: _Problems, *, derived: str | 
         return None
     problem = _path_problem(derived, allow_nested=False)
     if problem:
-        problems.add(path, f"the name derived from the source, {_show(derived)}, {problem}; give 'name'")
+        problems.add(path, f"the name derived from the source, {show(derived)}, {problem}; give 'name'")
         return None
     return _normalise(derived)
 
 
-def _relative_path(value: object, path: str, problems: _Problems, *, allow_nested: bool) -> str | None:
+def _relative_path(value: object, path: str, problems: Problems, *, allow_nested: bool) -> str | None:
     """A safe relative path, normalised (``a/./b/`` is ``a/b``) so duplicates are found; ``None`` if unsafe."""
     problem = _path_problem(value, allow_nested=allow_nested)
     if problem:
-        problems.add(path, f"{problem} (got {_show(value)})")
+        problems.add(path, f"{problem} (got {show(value)})")
         return None
     return _normalise(str(value))
 
@@ -362,16 +408,16 @@ def _normalise(relative: str) -> str:
 
 # --- sources ------------------------------------------------------------------------------------
 
-def _parse_source(value: object, path: str, index: int, problems: _Problems) -> _Source | None:
+def _parse_source(value: object, path: str, index: int, problems: Problems) -> _Source | None:
     if not isinstance(value, str):
-        problems.add(path, "is required" if value is None else f"must be a string, got {_show(value)}")
+        problems.add(path, "is required" if value is None else f"must be a string, got {show(value)}")
         return None
     match = _SCHEME_RE.match(value)
     scheme = match.group(1).lower() if match else ""
     parser = _SOURCE_PARSERS.get(scheme)
     if parser is None:
         # Only the scheme is echoed: the rest of a URL may hold credentials.
-        got = f"got scheme {_show(scheme)}" if scheme else "got no scheme"
+        got = f"got scheme {show(scheme)}" if scheme else "got no scheme"
         problems.add(path, f"must start with s3://, https://, http:// or data: ({got})")
         return None
     try:
@@ -429,28 +475,32 @@ def _extension(mime: str) -> str:
 
 # --- overrides and output -----------------------------------------------------------------------
 
-def _parse_overrides(value: object, problems: _Problems) -> dict[str, dict[str, Any]]:
+def _parse_overrides(value: object, problems: Problems) -> dict[str, dict[str, Any]]:
     path = "input.overrides"
     checked = None if value is None else _object(value, path, problems)
     if checked is None:
         return {}
     overrides: dict[str, dict[str, Any]] = {}
     for node, node_inputs in checked.items():
-        node_path = f"{path}[{_show(node)}]"
+        if isinstance(node, str) and node and isinstance(node_inputs, dict) and node_inputs and all(
+                isinstance(name, str) and name for name in node_inputs) and not _nested_too_deeply(node_inputs):
+            overrides[node] = dict(node_inputs)
+            continue
+        node_path = f"{path}[{show(node)}]"
         if not isinstance(node, str) or not node:
             problems.add(node_path, "node ids and titles must be non-empty strings")
         elif not isinstance(node_inputs, dict):
-            problems.add(node_path, f"must be an object of {{input_name: value}}, got {_show(node_inputs)}")
+            problems.add(node_path, f"must be an object of {{input_name: value}}, got {show(node_inputs)}")
         elif not node_inputs:
             problems.add(node_path, "must not be empty (give at least one input_name: value)")
         elif not all(isinstance(name, str) and name for name in node_inputs):
             problems.add(node_path, "input names must be non-empty strings")
         else:
-            overrides[node] = dict(node_inputs)
+            problems.add(node_path, f"is nested more than {MAX_NESTING} levels deep")
     return overrides
 
 
-def _parse_output(value: object, config: Config, problems: _Problems) -> OutputSpec:
+def _parse_output(value: object, config: Config, problems: Problems) -> OutputSpec:
     path = "input.output"
     spec = {} if value is None else _object(value, path, problems, allowed=_OUTPUT_KEYS) or {}
     include_temp = _typed(spec, "include_temp", path, "boolean", config.include_temp_outputs, problems)
@@ -478,40 +528,40 @@ def _parse_output(value: object, config: Config, problems: _Problems) -> OutputS
 
 # --- shared checks ------------------------------------------------------------------------------
 
-def _object(value: object, path: str, problems: _Problems, *,
+def _object(value: object, path: str, problems: Problems, *,
             allowed: Sequence[str] | None = None) -> dict[str, Any] | None:
     """``value`` if it is an object whose keys are all ``allowed`` (any, if ``None``); else report why."""
     if not isinstance(value, dict):
-        problems.add(path, f"must be an object, got {_show(value)}")
+        problems.add(path, f"must be an object, got {show(value)}")
         return None
     if allowed is not None:
         _check_keys(value, path, allowed, problems)
     return value
 
 
-def _check_keys(value: dict[Any, Any], path: str, allowed: Sequence[str], problems: _Problems) -> None:
+def _check_keys(value: dict[Any, Any], path: str, allowed: Sequence[str], problems: Problems) -> None:
     """Unknown keys are problems, with a "did you mean" for near misses: typos must not be ignored."""
     for key in value:
         if key in allowed:
             continue
         close = (difflib.get_close_matches(key, allowed, n=1)
-                 if isinstance(key, str) and len(key) <= _SHOWN_CHARS else [])
+                 if isinstance(key, str) and len(key) <= _SHOWN_CHARS and not problems.full else [])
         hint = f"did you mean {close[0]!r}? " if close else ""
-        problems.add(path, f"unknown key {_show(key)} ({hint}known keys: {', '.join(allowed)})")
+        problems.add(path, f"unknown key {show(key)} ({hint}known keys: {', '.join(allowed)})")
 
 
-def _typed(obj: dict[str, Any], key: str, path: str, kind: str, default: Any, problems: _Problems) -> Any:
+def _typed(obj: dict[str, Any], key: str, path: str, kind: str, default: Any, problems: Problems) -> Any:
     """``obj[key]`` if it is of JSON type ``kind``, ``default`` if absent or null; booleans are not numbers."""
     value = obj.get(key)
     if value is None:
         return default
     if isinstance(value, bool) != (kind == "boolean") or not isinstance(value, _TYPE_CHECKS[kind]):
-        problems.add(f"{path}.{key}", f"must be a{'n' if kind == 'integer' else ''} {kind}, got {_show(value)}")
+        problems.add(f"{path}.{key}", f"must be a{'n' if kind == 'integer' else ''} {kind}, got {show(value)}")
         return default
     return value
 
 
-def _check_range(value: float, path: str, low: float, high: float, problems: _Problems, *,
+def _check_range(value: float, path: str, low: float, high: float, problems: Problems, *,
                  low_inclusive: bool) -> None:
     """Compared without conversion: NaN fails both bounds and a huge integer cannot overflow a float."""
     above_low = low <= value if low_inclusive else low < value
@@ -520,7 +570,21 @@ def _check_range(value: float, path: str, low: float, high: float, problems: _Pr
         problems.add(path, f"must be {bound} {low} and at most {high}")
 
 
-def _show(value: object) -> str:
+def _nested_too_deeply(value: object) -> bool:
+    """Whether objects and arrays in ``value`` nest deeper than MAX_NESTING; iterative, linear in size."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_NESTING:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def show(value: object) -> str:
     """A short rendering of a value for a problem: strings truncated, other values by JSON type only.
 
     Problems are logged and returned to the caller, so they must stay small

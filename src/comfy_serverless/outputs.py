@@ -99,10 +99,9 @@ async def upload_outputs(files: list[FileOutput], storage: S3Storage, bucket: st
     used: set[str] = set()
     keys = []
     for output in files:
-        key = "/".join(part for part in (prefix.strip("/"), job_id, output.relative_name) if part)
+        key = _key(prefix, job_id, output.relative_name)
         if key in used:  # the same name from output and temp folders
-            key = "/".join(part for part in (prefix.strip("/"), job_id, output.folder_type, output.relative_name)
-                           if part)
+            key = _key(prefix, job_id, output.folder_type, output.relative_name)
         used.add(key)
         keys.append(key)
     await asyncio.gather(*(storage.upload(output.path, bucket, key, content_type=output.content_type)
@@ -110,6 +109,11 @@ async def upload_outputs(files: list[FileOutput], storage: S3Storage, bucket: st
     return [{**_describe(output), "s3_uri": f"s3://{bucket}/{key}",
              "url": storage.presign(bucket, key, expires_s) if presign else None}
             for output, key in zip(files, keys, strict=True)]
+
+
+def _key(*parts: str) -> str:
+    """An object key of ``parts`` joined by '/', without empty, '.' or '..' segments (S3 would resolve them)."""
+    return "/".join(segment for part in parts for segment in part.split("/") if segment not in ("", ".", ".."))
 
 
 async def inline_outputs(files: list[FileOutput], *, max_bytes: int) -> list[dict[str, Any]]:
@@ -121,10 +125,14 @@ async def inline_outputs(files: list[FileOutput], *, max_bytes: int) -> list[dic
             "inline; configure S3 (OUTPUT_S3_URI plus BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and "
             "BUCKET_SECRET_ACCESS_KEY) or pass output.s3_uri in the job", total_bytes=total, max_bytes=max_bytes)
 
-    def encode(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode("ascii")
+    def encode(output: FileOutput) -> str:
+        try:
+            return base64.b64encode(output.path.read_bytes()).decode("ascii")
+        except OSError as exc:
+            raise StorageError(f"could not read output {output.relative_name} of node {output.node_id}: "
+                               f"{exc.strerror or type(exc).__name__}") from exc
 
-    encoded = await asyncio.gather(*(asyncio.to_thread(encode, output.path) for output in files))
+    encoded = await asyncio.gather(*(asyncio.to_thread(encode, output) for output in files))
     return [{**_describe(output), "s3_uri": None, "url": None, "data": data}
             for output, data in zip(files, encoded, strict=True)]
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,9 +70,20 @@ def parse_s3_uri(uri: object, *, require_key: bool) -> tuple[str, str]:
         raise ValueError(f"has an invalid bucket name {bucket!r}")
     if "\x00" in key:
         raise ValueError("must not contain a NUL byte")
+    if any(segment in (".", "..") for segment in key.split("/")):
+        # Sent raw, they would be resolved by the HTTP layer: s3://b/../other/k reaches bucket "other".
+        raise ValueError("must not contain '.' or '..' segments in its key")
     if require_key and not key:
         raise ValueError("names no object key (expected s3://bucket/key)")
     return bucket, key.strip("/") if not require_key else key
+
+
+def bucket_problem(bucket: str, allowlist: str) -> str | None:
+    """Why ``bucket`` may not be used under S3_BUCKET_ALLOWLIST (``allowlist``), or ``None``."""
+    allowed = {name.strip() for name in allowlist.split(",") if name.strip()}
+    if allowed and bucket not in allowed:
+        return f"bucket {bucket!r} is not in S3_BUCKET_ALLOWLIST ({', '.join(sorted(allowed))})"
+    return None
 
 
 def describe_size(size: int) -> str:
@@ -126,21 +137,26 @@ class S3Storage:
     def endpoint_url(self) -> str:
         return str(self._client.meta.endpoint_url)
 
-    async def download(self, bucket: str, key: str, destination: Path, *, max_bytes: int) -> int:
+    async def download(self, bucket: str, key: str, destination: Path, *, max_bytes: int,
+                       on_chunk: Callable[[int], None] | None = None) -> int:
         """Stream ``s3://bucket/key`` to ``destination``; the number of bytes written.
 
         The size is checked twice: against the response's ContentLength before
         any byte of the body is read, and while streaming (a server may not tell
-        the truth). On failure or cancellation the partial file is deleted.
+        the truth). ``on_chunk`` sees every chunk's size before it is written (a
+        job's total budget; what it raises ends the download). On failure or
+        cancellation the partial file is deleted.
         """
         abandoned = threading.Event()
         try:
-            return await asyncio.to_thread(self._download, bucket, key, destination, max_bytes, abandoned)
+            return await asyncio.to_thread(self._download, bucket, key, destination, max_bytes, abandoned,
+                                           on_chunk)
         except asyncio.CancelledError:
             abandoned.set()  # the thread cannot be killed; it stops at its next chunk and cleans up
             raise
 
-    def _download(self, bucket: str, key: str, destination: Path, max_bytes: int, abandoned: threading.Event) -> int:
+    def _download(self, bucket: str, key: str, destination: Path, max_bytes: int, abandoned: threading.Event,
+                  on_chunk: Callable[[int], None] | None) -> int:
         uri = f"s3://{bucket}/{key}"
         created = False
         try:
@@ -159,6 +175,8 @@ class S3Storage:
                         raise asyncio.CancelledError
                     written += len(chunk)
                     _check_size(uri, written, max_bytes, complete=False)
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
                     out.write(chunk)
         except BaseException as exc:
             if created:
@@ -166,7 +184,7 @@ class S3Storage:
             if isinstance(exc, BotoCoreError | ClientError):
                 raise self._error(exc, uri) from exc
             if isinstance(exc, OSError):
-                raise StorageError(f"could not write {uri} to {destination}: {exc.strerror or exc}",
+                raise StorageError(f"could not write {uri} to the worker's disk: {exc.strerror or exc}",
                                    uri=uri) from exc
             raise
         logger.debug("downloaded %s to %s (%s)", uri, destination, describe_size(written))
@@ -186,7 +204,7 @@ class S3Storage:
             raise StorageError(f"could not upload {path.name} to {uri}: {self._error(cause, uri).message}",
                                uri=uri) from exc
         except OSError as exc:
-            raise StorageError(f"could not upload {path} to {uri}: {exc.strerror or exc}", uri=uri) from exc
+            raise StorageError(f"could not upload {path.name} to {uri}: {exc.strerror or exc}", uri=uri) from exc
         logger.debug("uploaded %s to %s", path, uri)
 
     def _upload(self, path: Path, bucket: str, key: str, content_type: str) -> None:
@@ -258,10 +276,13 @@ def _check_settings(config: Config, *, endpoint: str, key_id: str, secret: str) 
     """Every partial S3 configuration, named by the variable that is missing or wrong."""
     if config.output_s3_uri:
         try:
-            parse_s3_uri(config.output_s3_uri, require_key=False)
+            bucket, _ = parse_s3_uri(config.output_s3_uri, require_key=False)
         except ValueError as exc:
             raise StorageError(f"OUTPUT_S3_URI {exc} (expected s3://bucket or s3://bucket/prefix)",
                                variable="OUTPUT_S3_URI") from None
+        problem = bucket_problem(bucket, config.s3_bucket_allowlist)
+        if problem:
+            raise StorageError(f"OUTPUT_S3_URI: {problem}", variable="OUTPUT_S3_URI")
     if key_id and not secret:
         raise StorageError("BUCKET_SECRET_ACCESS_KEY is not set but BUCKET_ACCESS_KEY_ID is; set both",
                            variable="BUCKET_SECRET_ACCESS_KEY")

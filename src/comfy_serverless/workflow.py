@@ -9,13 +9,15 @@ ComfyUI's opaque "500 Server got itself in trouble".
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import UnknownNodeTypesError, WorkflowError
+from .files import JOB_FOLDER_RE
 
 WorkflowFormat = Literal["ui", "api"]
 Prompt = dict[str, dict[str, Any]]
@@ -25,6 +27,12 @@ Prompt = dict[str, dict[str, Any]]
 #: inputs a node does not declare, but includes them in the cache key; upstream
 #: nodes stay cached. See README, "Repeated prompts".
 RUN_TOKEN_INPUT = "comfy_serverless_run"
+
+#: ComfyUI's annotations that pick the folder an input-file name is resolved in (folder_paths.annotated_filepath).
+ANNOTATIONS = {"[input]": "input", "[output]": "output", "[temp]": "temp"}
+#: A combo option that names a file: it ends in an extension (``sdxl.safetensors``, ``sd15/a.ckpt``).
+_FILE_OPTION_RE = re.compile(r".*\.[A-Za-z][A-Za-z0-9_]{0,11}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def parse_workflow(workflow: object) -> dict[str, Any]:
@@ -144,10 +152,114 @@ def ui_node_types(workflow: Mapping[str, Any]) -> set[str]:
     return types - subgraph_ids
 
 
+def copy_prompt(prompt: Mapping[str, Any]) -> Prompt:
+    """A copy whose nodes and ``inputs`` objects may be edited; the values themselves are shared.
+
+    The worker only ever replaces whole input values, so two levels are enough:
+    linear and cheap for huge prompts, and safe for values nested thousands of
+    levels deep, where ``copy.deepcopy`` runs out of stack.
+    """
+    return {node_id: {**node, "inputs": dict(node.get("inputs") or {})} for node_id, node in prompt.items()}
+
+
 def mark_output_nodes(prompt: Prompt, output_types: set[str], token: str) -> Prompt:
     """A copy of ``prompt`` whose output nodes carry ``token`` (see :data:`RUN_TOKEN_INPUT`)."""
-    marked = copy.deepcopy(prompt)
-    for node in marked.values():
+    marked = dict(prompt)
+    for node_id, node in prompt.items():
         if node.get("class_type") in output_types:
-            node.setdefault("inputs", {})[RUN_TOKEN_INPUT] = token
+            marked[node_id] = {**node, "inputs": {**(node.get("inputs") or {}), RUN_TOKEN_INPUT: token}}
     return marked
+
+
+# --- inputs that ComfyUI resolves as files ------------------------------------------------------
+
+@dataclass(frozen=True)
+class FileInputs:
+    """Which inputs of which node types ComfyUI resolves as files, decided from ``/object_info``.
+
+    Job inputs are stored in a folder private to the job, so references to them
+    must be rewritten, and a hostile prompt could name ``../../etc/passwd`` where
+    ComfyUI joins the value onto one of its folders. Both apply to file inputs
+    only, never to free text (a prompt that says "photo.png" stays as it is). A
+    file input is a combo (a list of choices) that is an upload widget
+    (``image_upload``, ``video_upload``, ``audio_upload``, ``file_upload``…) or
+    whose choices are file names, as model lists are (``ckpt_name``,
+    ``lora_name``…); an empty combo counts too, as it is what a model list is
+    when its folder holds nothing yet.
+    """
+
+    by_type: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def from_object_info(cls, node_types: Mapping[str, Any]) -> FileInputs:
+        by_type = {}
+        for class_type, spec in node_types.items():
+            declared = spec.get("input") if isinstance(spec, Mapping) else None
+            names = frozenset(name for group in ("required", "optional")
+                              for name, input_spec in _items(declared, group) if _is_file_input(input_spec))
+            if names:
+                by_type[class_type] = names
+        return cls(by_type)
+
+    def values(self, prompt: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+        """``(node_id, class_type, input_name, value)`` for every file input of the prompt given as text."""
+        for node_id, node in prompt.items():
+            names = self.by_type.get(node.get("class_type"), frozenset())
+            inputs = node.get("inputs") or {}
+            for name in names.intersection(inputs):
+                if isinstance(inputs[name], str):
+                    yield node_id, node["class_type"], name, inputs[name]
+
+
+def _items(declared: object, group: str) -> list[tuple[str, Any]]:
+    section = declared.get(group) if isinstance(declared, Mapping) else None
+    return list(section.items()) if isinstance(section, Mapping) else []
+
+
+def _is_file_input(spec: object) -> bool:
+    """A combo that is an upload widget or lists files (see :class:`FileInputs`)."""
+    if not isinstance(spec, list) or not spec:
+        return False
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
+    if isinstance(spec[0], list):
+        choices: object = spec[0]
+    elif spec[0] == "COMBO":
+        choices = options.get("options", [])
+    else:
+        return False
+    if any(value and (key == "upload" or str(key).endswith("_upload")) for key, value in options.items()):
+        return True
+    return isinstance(choices, list) and (not choices or any(
+        isinstance(choice, str) and _FILE_OPTION_RE.fullmatch(choice) for choice in choices))
+
+
+def split_annotation(value: str) -> tuple[str, str | None]:
+    """``("x.png", "output")`` for ``"x.png [output]"``, exactly as ComfyUI strips it; no annotation: ``None``."""
+    for tag, folder in ANNOTATIONS.items():
+        if value.endswith(tag):
+            return value[:-len(tag) - 1], folder
+    return value, None
+
+
+def file_value_problem(value: str) -> str | None:
+    """Why ComfyUI must not resolve ``value`` as a file for a job, or ``None``.
+
+    ComfyUI joins the value onto its folders as it is, so an absolute path or a
+    ``..`` would read any file the process can; another job's private folder,
+    or the output and temp folders (``[output]``), would read another job's
+    files. Plain names and subfolders, as a normal workflow uses, pass.
+    """
+    name, folder = split_annotation(value)
+    if folder in ("output", "temp"):
+        return (f"reads from ComfyUI's {folder} folder ([{folder}]); a job may only read its own inputs there "
+                f"(pass the file in 'inputs' with folder_type '{folder}')")
+    if _CONTROL_RE.search(name):
+        return "contains control characters"
+    parts = re.split(r"[/\\]", name)
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        return "is an absolute path; name the file relative to ComfyUI's folder"
+    if ".." in parts:
+        return "steps outside ComfyUI's folders ('..')"
+    if any(JOB_FOLDER_RE.fullmatch(part) for part in parts):
+        return "names another job's private folder"
+    return None
