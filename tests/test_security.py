@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from comfy_serverless import ComfyConnector
+from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError, StorageError
 from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
@@ -117,15 +118,24 @@ def test_rewriting_touches_file_inputs_only(file_inputs: FileInputs) -> None:
     assert prompt["7"]["inputs"]["latent"] == f"{PRIVATE}/photo.png"
 
 
-async def test_a_string_input_equal_to_an_input_name_reaches_comfyui_unchanged(runner: JobRunner) -> None:
+async def test_a_string_input_equal_to_an_input_name_reaches_comfyui_unchanged(
+        runner: JobRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     """SaveImage's filename_prefix (a STRING) equal to the input's name: the image is saved under that
     prefix, not into the job's private folder, while LoadImage reads the job's private copy."""
+    queued: list[dict[str, Any]] = []
+    queue_prompt = ComfyClient.queue_prompt
+
+    async def record(self: ComfyClient, prompt: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        queued.append(prompt)
+        await queue_prompt(self, prompt, *args, **kwargs)
+
+    monkeypatch.setattr(ComfyClient, "queue_prompt", record)
     result = await runner.run("job-text", {"workflow": load_save("photo.png", prefix="photo.png"),
                                            "inputs": [photo()]})
     assert "error" not in result, result
     (output,) = result["outputs"]
     assert output["subfolder"] == "" and output["filename"].startswith("photo.png_"), output
-    sent = result["history"][result["prompt_id"]]["prompt"][2]
+    (sent,) = queued
     assert sent["2"]["inputs"]["filename_prefix"] == "photo.png"
     assert sent["1"]["inputs"]["image"].startswith("job-") and sent["1"]["inputs"]["image"].endswith("/photo.png")
     assert first_pixel(base64.b64decode(output["data"])) == (10, 20, 30)
