@@ -83,15 +83,15 @@ RUN --mount=type=secret,id=hf_token,required=false \
     python /opt/builder/download_models.py /opt/builder/models.json /comfyui/models
 
 # --- Chromium, for UI-to-API conversion (installed now, never at run time) -------------------
-# Full Chromium only (--no-shell): the worker launches Playwright's `chromium` executable, never
-# the headless shell. The launch at the end proves its system libraries are all there.
+# Playwright's headless shell only (--only-shell): it converts exactly as full Chromium does
+# (the test suite checks) with less memory, and the worker looks for it first. The launch at the
+# end (Playwright's headless default is that shell) proves its system libraries are all there.
 ENV PLAYWRIGHT_BROWSERS_PATH=/ms-playwright
-RUN playwright install --with-deps --no-shell chromium \
+RUN playwright install --with-deps --only-shell chromium \
     && rm -rf /var/lib/apt/lists/* \
     && python -c "from playwright.sync_api import sync_playwright; \
-p = sync_playwright().start(); path = p.chromium.executable_path; \
-b = p.chromium.launch(executable_path=path, args=['--no-sandbox', '--disable-gpu']); \
-print('Chromium', b.version, 'at', path); b.close(); p.stop()"
+p = sync_playwright().start(); b = p.chromium.launch(args=['--no-sandbox', '--disable-gpu']); \
+print('Chromium headless shell', b.version); b.close(); p.stop()"
 
 # --- ComfyUI configuration --------------------------------------------------------------------
 # Models on a network volume at /runpod-volume/models/<folder>/ (see the file), and the

@@ -152,6 +152,10 @@ install_distribution_chromium() {
     if ! apt-cache show chromium >/dev/null 2>&1 && apt-cache show chromium-browser >/dev/null 2>&1; then
         package=chromium-browser
     fi
+    # Debian also ships the headless shell the worker prefers (less memory; same conversions).
+    if [[ $package == chromium ]] && apt-cache show chromium-headless-shell >/dev/null 2>&1; then
+        package="chromium chromium-headless-shell"
+    fi
     command="apt-get update && apt-get install -y --no-install-recommends $package"
     if [[ $(id -u) -ne 0 ]]; then
         die "no Chromium: none on PATH and Playwright's download failed. Install the distribution's package:

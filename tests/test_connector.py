@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import logging
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -275,6 +278,18 @@ async def test_newest_frontend_converts_the_suite_like_the_pinned_one(config_pat
     assert prompts[0] == prompts[1]
 
 
+@pytest.mark.skipif(not shutil.which("chromium-headless-shell"),
+                    reason="needs Debian's chromium-headless-shell (make test installs it with chromium)")
+async def test_the_headless_shell_converts_the_suite_like_full_chromium(connector: ComfyConnector) -> None:
+    """The worker prefers a headless shell (less memory): it must queue the very prompts full Chromium would."""
+    prompts = []
+    for executable in (shutil.which("chromium"), shutil.which("chromium-headless-shell")):
+        config = dataclasses.replace(connector.config, chromium_executable=executable or "")
+        async with fresh_converter(config, connector.server_address) as converter:
+            prompts.append([await converter.convert(workflow) for workflow in conversion_suite()])
+    assert prompts[0] == prompts[1]
+
+
 async def test_conversion_cache_returns_independent_copies(frontend_connector: ComfyConnector) -> None:
     workflow = chain(empty_image(33, 33), save_image("cache"))
     first = await frontend_connector.get_prompt_from_workflow(workflow)
@@ -297,6 +312,29 @@ async def test_crashed_chromium_is_restarted_on_next_conversion(frontend_connect
     await asyncio.sleep(0.5)
     prompt = await frontend_connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
     assert prompt["1"]["inputs"]["width"] == 71
+
+
+async def test_the_page_is_replaced_in_the_background_after_its_conversions(
+        frontend_connector: ComfyConnector, caplog: pytest.LogCaptureFixture) -> None:
+    """PAGE_RECYCLE_CONVERSIONS: conversions go on while the fresh page loads, and give the same prompts after."""
+    config = dataclasses.replace(frontend_connector.config, page_recycle_conversions=3)
+    converter = FrontendConverter(config)
+    caplog.set_level(logging.INFO, logger="comfy_serverless.browser")
+    try:
+        await converter.launch()
+        await converter.load(frontend_connector.server_address)
+        before = [await converter.convert(chain(empty_image(10 + i, 7), invert(), save_image())) for i in range(4)]
+        for _ in range(600):
+            if "replaced the frontend page after" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "replaced the frontend page after 3 conversions" in caplog.text
+        after = [await converter.convert(chain(empty_image(10 + i, 7), invert(), save_image(), titles={1: "x"}))
+                 for i in range(4)]
+        for old, new in zip(before, after, strict=True):
+            assert new == {**old, "1": {**old["1"], "_meta": {"title": "x"}}}
+    finally:
+        await converter.close()
 
 
 async def test_the_frontend_page_reaches_no_host_but_comfyui(connector: ComfyConnector) -> None:

@@ -61,6 +61,6 @@ def test_as_root_the_distribution_package_is_installed(checkout_without_chromium
     checkout, bin_dir = checkout_without_chromium
     result = run_setup(checkout, bin_dir)
     assert "installing the distribution's Chromium: apt-get update && apt-get install -y" in result.stderr
-    assert "installed chromium, but no chromium is on PATH" in result.stderr
+    assert "but no chromium is on PATH" in result.stderr
     assert subprocess.run(["dpkg-query", "-W", "-f=${Status}", "chromium"], capture_output=True,
                           text=True).stdout == "install ok installed"

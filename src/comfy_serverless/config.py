@@ -56,12 +56,16 @@ class Config:
 
     # --- the browser and conversion -------------------------------------------------------------
     chromium_executable: str = _setting(
-        "", "Chromium binary. Empty: Playwright's installed browser, else `chromium` on PATH.")
+        "", "Chromium binary. Empty: a headless shell (Playwright's, then `chromium-headless-shell` on PATH), "
+            "else Playwright's Chromium, else `chromium` on PATH.")
     convert_timeout_s: float = _setting(30.0, "Seconds one UI-to-API conversion attempt may take.")
     convert_attempts: int = _setting(
         3, "Conversion attempts; the page, then the browser, is restarted between them.")
     conversion_cache_size: int = _setting(256, "Converted workflows kept, by content hash.")
     frontend_load_timeout_s: float = _setting(120.0, "Seconds the frontend may take to load and set up.")
+    page_recycle_conversions: int = _setting(
+        250, "Conversions after which the frontend page is replaced by a fresh one, loaded in the background "
+             "(the frontend keeps a little of every graph it loads). 0: never.")
     frontend_snapshot: str = _setting(
         "", "Record of what the frontend reads from ComfyUI at start (`python -m comfy_serverless.snapshot_frontend "
             "PATH`): the page sets up from it while ComfyUI boots. Empty: the page waits for ComfyUI.")
@@ -133,7 +137,7 @@ class Config:
                                   key=name.upper())
         non_negative = ("comfy_start_attempts_sleep", "kill_grace_s", "convert_timeout_s", "run_timeout_s",
                         "interrupt_grace_s", "http_timeout_s", "download_timeout_s", "inline_output_max_bytes",
-                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s")
+                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s", "page_recycle_conversions")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.upper()} must not be negative, got {getattr(self, name)!r}",
