@@ -296,14 +296,14 @@ async def test_endpoint_down_is_a_clear_input_error(connector: ComfyConnector, s
     assert "input.inputs[0] (photo.png)" in result["error"] and "unreachable" in result["error"]
 
 
-async def test_model_input_is_placed_privately_and_removed(runner: JobRunner, connector: ComfyConnector,
-                                                          scratch: Path) -> None:
+async def test_uncached_model_input_is_placed_privately_and_removed(runner: JobRunner, connector: ComfyConnector,
+                                                                   scratch: Path) -> None:
     before = folder_state(connector, scratch)
     loras = connector.model_folder("loras")
     before_loras = sorted(loras.rglob("*")) if loras.exists() else []
     job = invert_job(inputs=[{"source": data_uri(png((3, 3, 3))), "name": "photo.png"},
                              {"source": "data:application/octet-stream;base64,AAAA", "name": "tiny.safetensors",
-                              "folder_type": "models", "subfolder": "loras"}])
+                              "folder_type": "models", "subfolder": "loras", "cache": False}])
     result = await runner.run("job-model", job)
     assert "error" not in result, result
     assert folder_state(connector, scratch) == before
