@@ -81,7 +81,10 @@ async def test_base64_input_ui_workflow_inline_output(runner: JobRunner) -> None
     result = await runner.run("job-inline", invert_job(inputs=[{"source": data_uri(png((10, 20, 30))),
                                                                 "name": "photo.png"}]))
     assert "error" not in result, result
-    assert set(result) == {"prompt_id", "history", "outputs", "timings", "warnings"}
+    assert set(result) == {"prompt_id", "history", "outputs", "inputs", "timings", "warnings"}
+    (report,) = result["inputs"]
+    assert report["name"] == "photo.png" and report["bytes"] == len(png((10, 20, 30))) and report["cached"] is False
+    assert 0 <= report["fetch_s"] <= result["timings"]["fetch"]
     assert set(result["timings"]) == {"fetch", "convert", "queue", "execute", "upload", "cleanup", "total"}
     (output,) = result["outputs"]
     assert output["node_id"] == "3" and output["kind"] == "images" and output["content_type"] == "image/png"

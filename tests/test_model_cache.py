@@ -296,6 +296,31 @@ async def test_sha256_mismatch_is_a_clear_error_and_nothing_is_placed(
     assert (sorted(folder.rglob("*")) if folder.exists() else []) == before
 
 
+async def test_a_file_already_in_the_model_folder_is_never_touched(runner: JobRunner, model_server: ModelServer,
+                                                                   connector: ComfyConnector,
+                                                                   sent: list[dict[str, Any]]) -> None:
+    """A baked-in file of the same name stays as it is; so does any file found at the cache's own path."""
+    model_server.files["/m/tiny.safetensors"] = MODEL_A
+    folder = connector.model_folder("upscale_models")
+    baked = folder / "tiny.safetensors"
+    blocked = folder / f"cache-{sha(MODEL_B)[:16]}" / "tiny.safetensors"
+    blocked.parent.mkdir(parents=True)
+    try:
+        baked.write_bytes(b"baked into the image")
+        blocked.write_bytes(b"someone else's file")
+        ok(await runner.run("job-1", model_job(model_server.url("/m/tiny.safetensors"))))
+        assert sent[0]["3"]["inputs"]["model_name"] == f"cache-{sha(MODEL_A)[:16]}/tiny.safetensors"
+        assert baked.read_bytes() == b"baked into the image"
+        model_server.files["/m/tiny.safetensors"] = MODEL_B
+        result = await runner.run("job-2", model_job(model_server.url("/m/tiny.safetensors")))
+        assert result["error"] == ("input.inputs[1] (tiny.safetensors): could not place the file in ComfyUI's "
+                                   "models folder: another file of that name is in the way (left untouched)")
+        assert blocked.read_bytes() == b"someone else's file" and not blocked.is_symlink()
+    finally:
+        baked.unlink(missing_ok=True)
+        shutil.rmtree(blocked.parent)
+
+
 async def test_known_sha256_is_used_without_any_request(runner: JobRunner, model_server: ModelServer) -> None:
     model_server.files["/m/tiny.safetensors"] = MODEL_A
     job = model_job(model_server.url("/m/tiny.safetensors"), sha256=sha(MODEL_A))

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -99,10 +100,13 @@ class ModelCache:
         label = f"{spec.field} ({spec.name})"
         try:
             await asyncio.to_thread(self._make_folders)
-        except OSError as exc:
+            return await self._obtain(_Fetch(self, spec, storage, config, budget, label))
+        except OSError as exc:  # the cache's disk: full, read-only, unmounted
             raise InputFetchError(f"{label}: the model cache at {self.root} (MODEL_CACHE_DIR) cannot be used: "
                                   f"{exc.strerror or type(exc).__name__}", input=label) from exc
-        fetch = _Fetch(self, spec, storage, config, budget, label)
+
+    async def _obtain(self, fetch: _Fetch) -> tuple[CacheEntry, bool]:
+        spec, storage = fetch.spec, fetch.storage
         key = spec.sha256 or (spec.source if spec.kind != "base64" else "")
         async with self._single_flight(key):
             if spec.sha256:
@@ -163,8 +167,12 @@ class ModelCache:
                 raise InputFetchError(f"{label}: sha256 mismatch: expected {sha256}, the download has {digest}; "
                                       "nothing was placed or cached", input=label, expected=sha256, actual=digest)
             lease = self._take_lease(digest)
-            os.replace(download, self._blobs / digest)  # atomic: a blob is never partial
-            os.utime(self._blobs / digest)
+            try:
+                os.replace(download, self._blobs / digest)  # atomic: a blob is never partial
+                os.utime(self._blobs / digest)
+            except OSError:
+                lease.unlink(missing_ok=True)
+                raise
         finally:
             download.unlink(missing_ok=True)
         logger.info("cached %s: %s, sha256 %s", label, describe_size(actual_size), digest)
@@ -218,7 +226,8 @@ class ModelCache:
             return
         if (destination.exists() or destination.is_symlink()) and not (
                 destination.is_symlink() and Path(os.readlink(destination)).name == entry.sha256):
-            raise FileExistsError(f"{destination} exists and is not the model cache's link; it is left untouched")
+            raise FileExistsError(errno.EEXIST, "another file of that name is in the way (left untouched)",
+                                  str(destination))
         destination.parent.mkdir(parents=True, exist_ok=True)
         temporary = destination.with_name(f".{destination.name[:200]}.{secrets.token_hex(4)}.link")
         os.symlink(target, temporary)
