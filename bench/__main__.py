@@ -23,11 +23,11 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import moto_server
 
-from . import cold_start, conversion, jobs
+from . import cold_start, conversion, jobs, model_cache
 from .common import REPO, Report, comfy_root, write_config
 from .memory import MemorySampler
 
-PARTS = ("cold", "conversion", "jobs", "s3", "soak")
+PARTS = ("cold", "conversion", "jobs", "s3", "model-cache", "soak")
 
 
 async def main(args: argparse.Namespace) -> Report:
@@ -53,6 +53,10 @@ async def main(args: argparse.Namespace) -> Report:
                     config = s3.config(scratch_dir=str(workdir / "scratch"))
                     s3_runner = JobRunner(connector, config, S3Storage.from_config(config))
                     await jobs.s3_transfer(report, s3_runner, s3.client(), s3.bucket, max(5, args.jobs // 4))
+            if "model-cache" in args.only:
+                print("model cache …", flush=True)
+                with moto_server() as s3:
+                    await model_cache.run(report, connector, s3, workdir)
             if "soak" in args.only:
                 print(f"soak ({args.soak} jobs) …", flush=True)
                 await jobs.soak(report, connector, runner, args.soak, sampler)

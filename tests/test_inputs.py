@@ -379,7 +379,7 @@ def spec(index: int, source: str) -> InputSpec:
 
 async def test_fetch_all(http_server: HttpServer, tmp_path: Path) -> None:
     items = [(spec(i, http_server.url("/file.png")), tmp_path / f"{i}.png") for i in range(12)]
-    assert await fetch_all(items, storage=None, config=local_config()) == [len(PAYLOAD)] * 12
+    assert [fetch.size for fetch in await fetch_all(items, storage=None, config=local_config())] == [len(PAYLOAD)] * 12
     assert all(path.read_bytes() == PAYLOAD for _, path in items)
 
 

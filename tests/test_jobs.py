@@ -81,7 +81,10 @@ async def test_base64_input_ui_workflow_inline_output(runner: JobRunner) -> None
     result = await runner.run("job-inline", invert_job(inputs=[{"source": data_uri(png((10, 20, 30))),
                                                                 "name": "photo.png"}]))
     assert "error" not in result, result
-    assert set(result) == {"prompt_id", "history", "outputs", "timings", "warnings"}
+    assert set(result) == {"prompt_id", "history", "outputs", "inputs", "timings", "warnings"}
+    (report,) = result["inputs"]
+    assert report["name"] == "photo.png" and report["bytes"] == len(png((10, 20, 30))) and report["cached"] is False
+    assert 0 <= report["fetch_s"] <= result["timings"]["fetch"]
     assert set(result["timings"]) == {"fetch", "convert", "queue", "execute", "upload", "cleanup", "total"}
     (output,) = result["outputs"]
     assert output["node_id"] == "3" and output["kind"] == "images" and output["content_type"] == "image/png"
@@ -296,14 +299,14 @@ async def test_endpoint_down_is_a_clear_input_error(connector: ComfyConnector, s
     assert "input.inputs[0] (photo.png)" in result["error"] and "unreachable" in result["error"]
 
 
-async def test_model_input_is_placed_privately_and_removed(runner: JobRunner, connector: ComfyConnector,
-                                                          scratch: Path) -> None:
+async def test_uncached_model_input_is_placed_privately_and_removed(runner: JobRunner, connector: ComfyConnector,
+                                                                   scratch: Path) -> None:
     before = folder_state(connector, scratch)
     loras = connector.model_folder("loras")
     before_loras = sorted(loras.rglob("*")) if loras.exists() else []
     job = invert_job(inputs=[{"source": data_uri(png((3, 3, 3))), "name": "photo.png"},
                              {"source": "data:application/octet-stream;base64,AAAA", "name": "tiny.safetensors",
-                              "folder_type": "models", "subfolder": "loras"}])
+                              "folder_type": "models", "subfolder": "loras", "cache": False}])
     result = await runner.run("job-model", job)
     assert "error" not in result, result
     assert folder_state(connector, scratch) == before

@@ -135,6 +135,14 @@ INVALID = [
                  "'\\'", id="subfolder-backslash"),
     pytest.param(payload(inputs=[{"source": "s3://bucket/k", "folder_type": "models"}]),
                  "input.inputs[0].subfolder", "folder_type is 'models'", id="models-no-subfolder"),
+    pytest.param(payload(inputs=[{"source": "s3://bucket/k.png", "cache": "yes"}]),
+                 "input.inputs[0].cache", "must be a boolean", id="cache-not-boolean"),
+    pytest.param(payload(inputs=[{"source": "s3://bucket/k.png", "sha256": "abc"}]),
+                 "input.inputs[0].sha256", "must be a SHA-256 of 64 hex digits", id="sha256-short"),
+    pytest.param(payload(inputs=[{"source": "s3://bucket/k.png", "sha256": "g" * 64}]),
+                 "input.inputs[0].sha256", "must be a SHA-256 of 64 hex digits", id="sha256-not-hex"),
+    pytest.param(payload(inputs=[{"source": "s3://bucket/k.png", "sha256": 5}]),
+                 "input.inputs[0].sha256", "must be a SHA-256 of 64 hex digits", id="sha256-not-string"),
     pytest.param(payload(inputs=[{"source": "s3://bucket/k", "folder_type": "checkpoints"}]),
                  "input.inputs[0].folder_type", "input, output, temp, models", id="bad-folder-type"),
     pytest.param(payload(inputs=[{"source": "s3://bucket/k", "url": "x"}]), "input.inputs[0]", "unknown key 'url'",
@@ -305,6 +313,17 @@ def test_sources_and_derived_names() -> None:
     assert spec.inputs[0].source == PNG_B64
     assert spec.inputs[3].source == "https://example.com/dir/my%20image.png?X-Amz-Signature=abc#frag"
     assert [i.field for i in spec.inputs] == [f"input.inputs[{n}]" for n in range(7)]
+
+
+def test_models_are_cached_by_default_and_any_input_may_choose() -> None:
+    digest = "AB" * 32
+    spec = parse_job_input(payload(inputs=[
+        {"source": "s3://bucket/m.safetensors", "folder_type": "models", "subfolder": "loras"},
+        {"source": "s3://bucket/n.safetensors", "folder_type": "models", "subfolder": "loras", "cache": False},
+        {"source": "s3://bucket/a.png"},
+        {"source": "s3://bucket/b.png", "cache": True, "sha256": digest}]), CONFIG)
+    assert [(i.cache, i.sha256) for i in spec.inputs] == [(True, ""), (False, ""), (False, ""),
+                                                          (True, digest.lower())]
 
 
 def test_same_name_in_different_folders_is_allowed() -> None:

@@ -680,7 +680,7 @@ async def test_folders_that_existed_before_the_job_stay(runner: JobRunner, conne
     before_loras = sorted(loras.iterdir())
     job = {"workflow": load_save("photo.png", prefix="kept-empty/x"), "inputs": [
         photo(), {"source": "data:application/octet-stream;base64,AAAA", "name": "t.safetensors",
-                  "folder_type": "models", "subfolder": "loras"}]}
+                  "folder_type": "models", "subfolder": "loras", "cache": False}]}
     try:
         result = await runner.run("job-kept", job)
         assert "error" not in result, result

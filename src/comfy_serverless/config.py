@@ -25,6 +25,8 @@ from .errors import ConfigError
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_TEST_PAYLOAD = str(PACKAGE_DIR / "test_server.json")
+#: Where RunPod mounts an endpoint's network volume.
+NETWORK_VOLUME = Path("/runpod-volume")
 
 
 def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -94,6 +96,13 @@ class Config:
     fetch_timeout_s: float = _setting(
         900.0, "Seconds the fetch phase of a job (all its inputs) may take, apart from the job's `timeout_s`. "
                "0: no limit.")
+    model_cache_dir: str = _setting(
+        "", "Where cached inputs (`models` inputs, and any with `\"cache\": true`) are kept across jobs. Empty: "
+            "/runpod-volume/comfy-serverless/model-cache when a network volume is mounted, else "
+            "comfy-serverless-model-cache under the system temp.")
+    model_cache_max_bytes: int = _setting(
+        50 * 1024**3, "Size the model cache is kept under, in bytes; least recently used entries go first, never "
+                      "one a running job uses.")
 
     # --- jobs: outputs and storage --------------------------------------------------------------
     output_s3_uri: str = _setting("", "Default output location, `s3://bucket/prefix`. Empty: inline outputs.")
@@ -130,7 +139,8 @@ class Config:
 
     def __post_init__(self) -> None:
         positive = ("max_comfy_start_attempts", "convert_attempts", "conversion_cache_size", "input_max_bytes",
-                    "max_job_payload_bytes", "max_job_inputs", "max_job_input_bytes", "presign_expires_s")
+                    "max_job_payload_bytes", "max_job_inputs", "max_job_input_bytes", "presign_expires_s",
+                    "model_cache_max_bytes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()} must be at least 1, got {getattr(self, name)!r}",
@@ -171,6 +181,15 @@ class Config:
     @property
     def scratch_path(self) -> Path:
         return Path(self.scratch_dir or Path(tempfile.gettempdir()) / f"comfy-serverless-{os.getpid()}")
+
+    @property
+    def model_cache_path(self) -> Path:
+        """On the network volume when there is one, so that every worker of the endpoint shares the cache."""
+        if self.model_cache_dir:
+            return Path(self.model_cache_dir)
+        if NETWORK_VOLUME.is_dir():
+            return NETWORK_VOLUME / "comfy-serverless" / "model-cache"
+        return Path(tempfile.gettempdir()) / "comfy-serverless-model-cache"
 
     @property
     def log_path(self) -> Path:

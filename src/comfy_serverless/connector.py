@@ -394,14 +394,23 @@ class ComfyConnector:
         source = Path(source_path)
         if not source.is_file():
             raise FileNotFoundError(f"upload source {source} does not exist or is not a file")
+        return source, resolve_inside(self.folder_for(folder_type, subfolder), name or source.name)
+
+    def folder_root(self, folder_type: str, subfolder: str | None) -> Path:
+        """The folder that names of ``folder_type`` are relative to (for models, the model folder
+        ``subfolder`` starts with), resolved."""
         if folder_type not in FOLDER_TYPES:
             raise ValueError(f"folder_type must be one of {', '.join(FOLDER_TYPES)}, got {folder_type!r}")
-        root = self.folders.for_type(folder_type)
+        root = self.model_folder(subfolder) if folder_type == "models" else self.folders.for_type(folder_type)
+        return root.resolve()
+
+    def folder_for(self, folder_type: str, subfolder: str | None) -> Path:
+        """The directory ``subfolder`` names in ``folder_type``, checked to stay inside ComfyUI's folders
+        (for models, ``subfolder`` starts with the model folder: ``loras/x``)."""
+        root = self.folder_root(folder_type, subfolder)
         if folder_type == "models":
-            root = self.model_folder(subfolder)
             subfolder = "/".join(subfolder.split("/")[1:]) if subfolder else None
-        directory = resolve_inside(root, subfolder) if subfolder else root.resolve()
-        return source, resolve_inside(directory, name or source.name)
+        return resolve_inside(root, subfolder) if subfolder else root
 
     def _track(self, written: Path, is_ephemeral: bool) -> str:
         if is_ephemeral:

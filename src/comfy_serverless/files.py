@@ -22,6 +22,9 @@ from typing import Any
 FOLDER_TYPES = ("input", "output", "temp", "models")
 #: The folder private to one job, slipped between ComfyUI's folder and the job's files (``input/job-…/``).
 JOB_FOLDER_RE = re.compile(r"job-[0-9a-f]{12}")
+#: The folder of one cached file's stable placement (``loras/cache-<16 hex of its sha256>/name``): shared by
+#: jobs, owned by the model cache, never by a job's cleanup.
+CACHE_FOLDER_RE = re.compile(r"cache-[0-9a-f]{16}")
 #: What identifies a file's content for :func:`snapshot`: inode, size, modification time.
 FileStamp = tuple[int, int, int]
 #: C0 and C1 controls and Unicode line breaks: a name holding one would be written raw into logs.
@@ -197,11 +200,12 @@ def remove_paths(paths: Iterable[Path], roots: Iterable[Path]) -> list[str]:
 
 
 def snapshot(roots: Iterable[Path]) -> dict[Path, FileStamp]:
-    """Every file and folder below ``roots`` with its stamp, jobs' private folders left out.
+    """Every file and folder below ``roots`` with its stamp, jobs' private folders and cache folders left out.
 
     Taken before and after a prompt runs, the difference is exactly what that
     prompt wrote, listed in ComfyUI's history or not; jobs' private folders hold
-    other jobs' inputs, which are theirs to remove.
+    other jobs' inputs, which are theirs to remove, and cache folders the model
+    cache's placements, which outlive jobs.
     """
     found: dict[Path, FileStamp] = {}
     stack = list(roots)
@@ -214,7 +218,7 @@ def snapshot(roots: Iterable[Path]) -> dict[Path, FileStamp]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if JOB_FOLDER_RE.fullmatch(entry.name):
+                    if JOB_FOLDER_RE.fullmatch(entry.name) or CACHE_FOLDER_RE.fullmatch(entry.name):
                         continue
                     stack.append(Path(entry.path))
                 stat = entry.stat(follow_symlinks=False)

@@ -27,7 +27,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +43,7 @@ from .storage import S3Storage, describe_size, parse_s3_uri
 if TYPE_CHECKING:
     from .config import Config
     from .jobspec import InputSpec
+    from .model_cache import CacheEntry, ModelCache
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,21 @@ class ByteBudget:
                                   limit=self.limit)
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """What one fetch brought: its size and the version its server reported, or that nothing changed.
+
+    ``etag`` and ``last_modified`` are the validators of a URL's final response
+    (what a later conditional request sends); ``not_modified`` means the server
+    answered 304 to such a request, and no file was written.
+    """
+
+    size: int
+    etag: str = ""
+    last_modified: str = ""
+    not_modified: bool = False
+
+
 async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | None, config: Config,
                         label: str, budget: ByteBudget | None = None) -> int:
     """Fetch ``source`` (``s3://``, ``http(s)://``, ``data:`` or bare base64) to ``destination``; bytes written.
@@ -172,6 +188,18 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     The whole fetch, redirects included, must finish within DOWNLOAD_TIMEOUT_S; ``budget``, if
     given, is charged with every byte.
     """
+    fetched = await fetch_version(source, destination, storage=storage, config=config, label=label, budget=budget)
+    return fetched.size
+
+
+async def fetch_version(source: str, destination: Path, *, storage: S3Storage | None, config: Config,
+                        label: str, budget: ByteBudget | None = None,
+                        conditions: Mapping[str, str] | None = None) -> Fetched:
+    """:func:`fetch_to_file`, telling the version fetched; ``conditions`` are HTTP validators.
+
+    For a URL, ``If-None-Match``/``If-Modified-Since`` make it a conditional request (a 304 is
+    ``not_modified``, nothing written); for S3, ``If-Match`` refuses an object that changed.
+    """
     started = time.monotonic()
     # Next to the destination, so os.replace is atomic; shortened so the name stays within NAME_MAX.
     partial = destination.with_name(f".{destination.name[:200]}.{secrets.token_hex(4)}.partial")
@@ -179,9 +207,11 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         async with asyncio.timeout(limit) as deadline:
-            size = await _fetch(source, partial, storage=storage, config=config, label=label,
-                                charge=functools.partial(budget.take, label=label) if budget else _free)
-        os.replace(partial, destination)
+            fetched = await _fetch(source, partial, storage=storage, config=config, label=label,
+                                   charge=functools.partial(budget.take, label=label) if budget else _free,
+                                   conditions=conditions or {})
+        if not fetched.not_modified:
+            os.replace(partial, destination)
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -193,32 +223,52 @@ async def fetch_to_file(source: str, destination: Path, *, storage: S3Storage | 
     finally:
         with contextlib.suppress(OSError):  # a failed cleanup must not hide the error that caused it
             partial.unlink(missing_ok=True)
-    logger.info("fetched %s: %s in %.2f s", label, describe_size(size), time.monotonic() - started)
-    return size
+    outcome = "not modified" if fetched.not_modified else describe_size(fetched.size)
+    logger.info("fetched %s: %s in %.2f s", label, outcome, time.monotonic() - started)
+    return fetched
 
 
 def _free(size: int) -> None:
     """The charge of a fetch without a budget."""
 
 
-async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Storage | None,
-                    config: Config) -> list[int]:
-    """Fetch every ``(input, destination)`` pair, 8 at a time; the sizes, in order.
+@dataclass(frozen=True)
+class InputFetch:
+    """How one input was fetched: its size, the seconds it took, and, for a cached input, its cache entry
+    (``cached``: found in the cache, nothing downloaded)."""
 
+    size: int
+    seconds: float
+    entry: CacheEntry | None = None
+    cached: bool = False
+
+
+async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Storage | None,
+                    config: Config, cache: ModelCache | None = None) -> list[InputFetch]:
+    """Fetch every ``(input, destination)`` pair, 8 at a time; what each fetch did, in order.
+
+    Inputs marked ``cache`` go through ``cache`` (if given) instead of to their destination.
     All or nothing: on the first failure the other fetches are cancelled and
-    awaited, every file already fetched is deleted, and that first error is raised.
+    awaited, every file already fetched is deleted (cache entries are released, not
+    deleted), and that first error is raised.
     Together the inputs may take MAX_JOB_INPUT_BYTES and FETCH_TIMEOUT_S.
     """
     semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
     budget = ByteBudget(config.max_job_input_bytes)
     fetched: list[Path] = []
+    entries: list[CacheEntry] = []
 
-    async def fetch_one(spec: InputSpec, destination: Path) -> int:
+    async def fetch_one(spec: InputSpec, destination: Path) -> InputFetch:
         async with semaphore:
+            started = time.monotonic()
+            if spec.cache and cache is not None:
+                entry, downloaded = await cache.obtain(spec, storage=storage, config=config, budget=budget)
+                entries.append(entry)
+                return InputFetch(entry.size, time.monotonic() - started, entry, cached=not downloaded)
             size = await fetch_to_file(spec.source, destination, storage=storage, config=config,
                                        label=f"{spec.field} ({spec.name})", budget=budget)
         fetched.append(destination)
-        return size
+        return InputFetch(size, time.monotonic() - started)
 
     tasks = [asyncio.create_task(fetch_one(spec, destination)) for spec, destination in items]
     deadline = asyncio.timeout(config.fetch_timeout_s or None)
@@ -231,6 +281,8 @@ async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Stora
         await asyncio.gather(*tasks, return_exceptions=True)
         for path in fetched:
             path.unlink(missing_ok=True)
+        if cache is not None:
+            cache.release(entries)
         if isinstance(exc, TimeoutError) and deadline.expired():
             raise InputFetchError(f"fetching the job's {len(items)} inputs took longer than "
                                   f"{config.fetch_timeout_s:g} s (FETCH_TIMEOUT_S); use faster sources or fewer "
@@ -239,30 +291,30 @@ async def fetch_all(items: Sequence[tuple[InputSpec, Path]], *, storage: S3Stora
 
 
 async def _fetch(source: str, destination: Path, *, storage: S3Storage | None, config: Config, label: str,
-                 charge: Callable[[int], None]) -> int:
+                 charge: Callable[[int], None], conditions: Mapping[str, str]) -> Fetched:
     match = _SCHEME_RE.match(source)
     scheme = match.group(1).lower() if match else ""
     if scheme == "s3":
-        return await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label,
-                               charge=charge)
+        size = await _fetch_s3(source, destination, storage=storage, max_bytes=config.input_max_bytes, label=label,
+                               charge=charge, if_match=conditions.get("If-Match", ""))
+        return Fetched(size)
     if scheme in ("http", "https"):
-        return await _fetch_url(source, destination, config=config, label=label, charge=charge)
+        return await _fetch_url(source, destination, config=config, label=label, charge=charge,
+                                conditions=conditions)
     if scheme == "data":
-        payload = _data_uri_payload(source, label)
-        return await asyncio.to_thread(decode_base64_to_file, payload, destination,
-                                       max_bytes=config.input_max_bytes, label=label, charge=charge)
-    if scheme:
+        source = _data_uri_payload(source, label)
+    elif scheme:
         # Only the scheme is echoed: the rest may hold credentials.
         raise InputFetchError(f"{label}: unsupported source scheme {scheme[:20]!r}; use s3://, https://, http:// "
                               "or data:<mime>;base64,", input=label)
-    return await asyncio.to_thread(decode_base64_to_file, source, destination,
-                                   max_bytes=config.input_max_bytes, label=label, charge=charge)
+    return Fetched(await asyncio.to_thread(decode_base64_to_file, source, destination,
+                                           max_bytes=config.input_max_bytes, label=label, charge=charge))
 
 
 # --- S3 -----------------------------------------------------------------------------------------
 
 async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, max_bytes: int, label: str,
-                    charge: Callable[[int], None]) -> int:
+                    charge: Callable[[int], None], if_match: str) -> int:
     try:
         bucket, key = parse_s3_uri(uri, require_key=True)
     except ValueError as exc:
@@ -272,7 +324,8 @@ async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, m
                               "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (and BUCKET_ENDPOINT_URL for "
                               "storage other than AWS S3)", input=label)
     try:
-        return await storage.download(bucket, key, destination, max_bytes=max_bytes, on_chunk=charge)
+        return await storage.download(bucket, key, destination, max_bytes=max_bytes, on_chunk=charge,
+                                      if_match=if_match)
     except StorageError as exc:
         hint = "; raise INPUT_MAX_BYTES to allow larger inputs" if "limit" in exc.details else ""
         raise InputFetchError(f"{label}: {exc.message}{hint}", input=label, **exc.details) from exc
@@ -462,7 +515,7 @@ async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedRe
 # --- URLs: fetching -----------------------------------------------------------------------------
 
 async def _fetch_url(url: str, destination: Path, *, config: Config, label: str,
-                     charge: Callable[[int], None]) -> int:
+                     charge: Callable[[int], None], conditions: Mapping[str, str]) -> Fetched:
     try:
         allowlist = _parse_allowlist(config.url_allowlist)
     except ValueError as exc:
@@ -481,14 +534,18 @@ async def _fetch_url(url: str, destination: Path, *, config: Config, label: str,
             await _check_destination(current, allowlist, resolver, f"{label}: redirect {hop}" if hop else label)
             try:
                 async with session.get(current, allow_redirects=False,
-                                       headers={"Accept-Encoding": "identity"}) as response:
+                                       headers={"Accept-Encoding": "identity", **conditions}) as response:
                     if response.status in _REDIRECT_STATUSES:
                         current = _redirect_target(response, label)
                         continue
+                    if response.status == 304 and conditions:
+                        return Fetched(0, not_modified=True)
                     if not 200 <= response.status < 300:
                         raise _status_error(response, current, label)
-                    return await _stream_to_file(response, destination, max_bytes=config.input_max_bytes,
+                    size = await _stream_to_file(response, destination, max_bytes=config.input_max_bytes,
                                                  label=label, shown=_shown(current), charge=charge)
+                    return Fetched(size, etag=response.headers.get("ETag", ""),
+                                   last_modified=response.headers.get("Last-Modified", ""))
             except aiohttp.ClientError as exc:
                 raise InputFetchError(f"{label}: {_client_error_message(exc, current)}", input=label) from exc
     raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(first)}", input=label)

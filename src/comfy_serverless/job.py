@@ -4,8 +4,10 @@ The order matters. Everything that can be checked without side effects is
 checked first (the schema, then the workflow's overrides against the converted
 prompt), so bad input costs nothing. Inputs land in a folder private to the job
 and the prompt's references are rewritten to it, so two jobs that both upload
-``photo.png`` never see each other's file. Whatever happens, the ``finally``
-removes the job's inputs, outputs, previews and scratch files.
+``photo.png`` never see each other's file; cached inputs (models by default) are
+placed by the model cache at a stable path instead, so ComfyUI keeps them loaded.
+Whatever happens, the ``finally`` removes the job's inputs (releasing, not
+deleting, cached ones), outputs, previews and scratch files.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from .connector import ComfyConnector
 from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
 from .events import Progress
 from .files import FileStamp, remove_added, snapshot
-from .inputs import fetch_all
+from .inputs import InputFetch, fetch_all
 from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
+from .model_cache import CacheEntry, ModelCache
 from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
 from .storage import S3Storage, parse_s3_uri
 from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_value_problem
@@ -50,6 +53,10 @@ class _JobState:
     job_id: str
     scratch: Path
     placed: list[str] = field(default_factory=list)
+    #: The model cache's entries the job uses: leased until cleanup, so that no eviction removes them.
+    cached: list[CacheEntry] = field(default_factory=list)
+    #: Per input: name, bytes, whether it came from the cache, and its fetch seconds (the result's ``inputs``).
+    inputs: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, Any] = field(default_factory=dict)
     #: ComfyUI's output and temp folders before and after the prompt ran: their difference is what it wrote.
     before: dict[Path, FileStamp] = field(default_factory=dict)
@@ -65,6 +72,7 @@ class JobRunner:
         self._connector = connector
         self._config = config
         self._storage = storage
+        self._cache = ModelCache.from_config(config)
         self._file_inputs: tuple[dict[str, Any], FileInputs] | None = None
         # One prompt at a time between the two snapshots of a run, so that what appears in ComfyUI's folders
         # meanwhile is that prompt's (jobs otherwise overlap: validation, fetches, uploads).
@@ -97,6 +105,7 @@ class JobRunner:
             state.timings["cleanup"] = time.monotonic() - cleanup_started
             state.timings["total"] = time.monotonic() - started
         if "error" not in result:
+            result["inputs"] = state.inputs
             result["timings"] = {k: round(v, 4) for k, v in state.timings.items()}
             result["warnings"] = state.warnings
         if self._config.refresh_worker:
@@ -191,7 +200,7 @@ class JobRunner:
             raise JobInputError(problems)
 
     async def _fetch_inputs(self, state: _JobState, inputs: tuple[InputSpec, ...], job_folder: str) -> dict[str, str]:
-        """Download every input, place it in a folder private to this job; reference -> private reference."""
+        """Download every input (cached ones through the model cache) and place it; reference -> placed reference."""
         if not inputs:
             return {}
         try:
@@ -201,26 +210,44 @@ class JobRunner:
                                   f"{exc.strerror or type(exc).__name__}") from exc
         # Named by index only: a name of the schema's full 255 bytes must not grow past NAME_MAX here.
         downloads = [state.scratch / f"input-{index}" for index in range(len(inputs))]
-        await fetch_all(list(zip(inputs, downloads, strict=True)), storage=self._storage, config=self._config)
+        fetches = await fetch_all(list(zip(inputs, downloads, strict=True)), storage=self._storage,
+                                  config=self._config, cache=self._cache)
+        state.cached.extend(fetch.entry for fetch in fetches if fetch.entry is not None)
+        await asyncio.to_thread(self._cache.evict)
         references: dict[str, str] = {}
-        for spec, download in zip(inputs, downloads, strict=True):
-            subfolder, _ = _placement(spec, job_folder)
-            try:
-                placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
-                                                                 is_ephemeral=True, name=spec.name, move=True)
-            except OSError as exc:  # the disk: full, read-only; its paths are not the user's business
-                raise InputFetchError(f"{spec.field} ({spec.name}): could not place the file in ComfyUI's "
-                                      f"{spec.folder_type} folder: {exc.strerror or type(exc).__name__}",
-                                      input=spec.field) from exc
-            state.placed.append(placed)
-            root = (self._connector.model_folder(spec.subfolder) if spec.folder_type == "models"
-                    else self._connector.folders.for_type(spec.folder_type))
-            references |= _references(spec, Path(placed).relative_to(root.resolve()).as_posix())
+        for spec, download, fetch in zip(inputs, downloads, fetches, strict=True):
+            placed = await self._place(state, spec, download, fetch, job_folder)
+            root = self._connector.folder_root(spec.folder_type, spec.subfolder)
+            references |= _references(spec, placed.relative_to(root).as_posix())
+            state.inputs.append({"name": spec.name, "bytes": fetch.size, "cached": fetch.cached,
+                                 "fetch_s": round(fetch.seconds, 4)})
         return references
+
+    async def _place(self, state: _JobState, spec: InputSpec, download: Path, fetch: InputFetch,
+                     job_folder: str) -> Path:
+        """Put one fetched input where the prompt will read it: a cached one at its stable path (the same in
+        every job, so ComfyUI keeps it loaded), any other in the job's private folder (removed at cleanup)."""
+        entry = fetch.entry
+        try:
+            if entry is not None:
+                subfolder, _ = _placement(spec, entry.folder)
+                destination = self._connector.folder_for(spec.folder_type, subfolder) / spec.name
+                await asyncio.to_thread(self._cache.link, entry, destination)
+                return destination
+            subfolder, _ = _placement(spec, job_folder)
+            placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
+                                                             is_ephemeral=True, name=spec.name, move=True)
+        except OSError as exc:  # the disk: full, read-only, a file in the way; its paths are not the user's business
+            raise InputFetchError(f"{spec.field} ({spec.name}): could not place the file in ComfyUI's "
+                                  f"{spec.folder_type} folder: {exc.strerror or type(exc).__name__}",
+                                  input=spec.field) from exc
+        state.placed.append(placed)
+        return Path(placed)
 
     async def _cleanup(self, state: _JobState) -> None:
         """Remove exactly what this job added: its inputs, and what its prompt wrote (listed or not)."""
         problems = self._connector.delete_ephemeral(state.placed)
+        self._cache.release(state.cached)
         problems += remove_added(state.before, state.after)
         if state.history:
             await self._connector.forget_history(list(state.history))

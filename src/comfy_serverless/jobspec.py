@@ -48,7 +48,7 @@ _MAX_PROBLEM_CHARS = 200
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _TOP_LEVEL_KEYS = ("workflow", "inputs", "images", "overrides", "output", "timeout_s", "comfy_org_api_key")
-_INPUT_KEYS = ("source", "name", "folder_type", "subfolder")
+_INPUT_KEYS = ("source", "name", "folder_type", "subfolder", "cache", "sha256")
 _IMAGE_KEYS = ("name", "image")
 _OUTPUT_KEYS = ("s3_uri", "inline", "presign", "expires_s", "include_temp")
 
@@ -58,6 +58,7 @@ _DATA_URI_RE = re.compile(rf"data:(?P<mime>{_MIME_TOKEN}/{_MIME_TOKEN})(?:;{_MIM
                           re.IGNORECASE)
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _WHITESPACE_RE = re.compile(r"\s+")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _SUBTYPE_AS_EXTENSION_RE = re.compile(r"[a-z0-9]{1,10}")
 #: Types whose subtype is not the usual file extension; others use the subtype (``image/png`` -> ``png``).
 _MIME_EXTENSIONS = {
@@ -77,6 +78,8 @@ class InputSpec:
     ``base64`` it is the standard-alphabet base64 text itself, with any
     ``data:`` prefix and whitespace removed (already checked to be well formed).
     ``field`` is the payload path (``input.images[0]``) that errors name.
+    ``cache``: kept in the model cache across jobs at a stable path (default for ``models``), instead of
+    a folder private to the job; ``sha256`` (lower-case hex, "" if not given) is verified on download.
     """
 
     source: str
@@ -85,6 +88,8 @@ class InputSpec:
     subfolder: str
     field: str
     kind: InputKind
+    cache: bool = False
+    sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,11 @@ class JobSpec:
           or ``input_<index>.<ext>`` for a data URI;
         - ``folder_type``: ``input`` (default), ``output``, ``temp`` or ``models``;
         - ``subfolder``: a relative path inside that folder (required for ``models``,
-          e.g. ``loras`` or ``checkpoints/sdxl``).
+          e.g. ``loras`` or ``checkpoints/sdxl``);
+        - ``cache``: keep the file in the model cache across jobs, at a stable path (default: true
+          for ``models``, false otherwise);
+        - ``sha256``: the file's SHA-256 (64 hex digits), checked after download; a cached copy
+          with that hash is used without any request.
     ``images`` (optional)
         worker-comfyui's form: a list of ``{"name", "image"}``, ``image`` being base64,
         optionally with a ``data:image/...;base64,`` prefix. Placed in the ``input`` folder.
@@ -281,10 +290,19 @@ def _check_buckets(inputs: list[InputSpec], output: OutputSpec, allowlist: str, 
             problems.add(path, problem)
 
 
-def _parse_inputs(value: object, problems: Problems) -> list[InputSpec]:
-    specs = (_parse_input_entry(index, path, entry, problems)
-             for index, path, entry in _entries(value, "input.inputs", _INPUT_KEYS, problems))
+def _parse_inputs(value: object, problems: Problems, path: str = "input.inputs") -> list[InputSpec]:
+    specs = (_parse_input_entry(index, entry_path, entry, problems)
+             for index, entry_path, entry in _entries(value, path, _INPUT_KEYS, problems))
     return [spec for spec in specs if spec is not None]
+
+
+def parse_input_list(value: object, path: str) -> list[InputSpec]:
+    """A list of ``inputs`` entries outside a job (the cache's pre-warming list); errors name ``path[i].field``."""
+    problems = Problems()
+    inputs = _parse_inputs([] if value is None else value, problems, path)
+    if problems:
+        raise problems.error()
+    return inputs
 
 
 def _parse_input_entry(index: int, path: str, entry: dict[str, Any], problems: Problems) -> InputSpec | None:
@@ -299,10 +317,22 @@ def _parse_input_entry(index: int, path: str, entry: dict[str, Any], problems: P
     if source is None and name_value is None:
         return None  # the name would come from the source, whose problem is already reported
     name = _file_name(name_value, f"{path}.name", problems, derived=source.default_name if source else None)
-    if source is None or folder_type is None or subfolder is None or name is None:
+    cache = _typed(entry, "cache", path, "boolean", folder_type == "models", problems)
+    sha256 = _parse_sha256(entry.get("sha256"), f"{path}.sha256", problems)
+    if source is None or folder_type is None or subfolder is None or name is None or sha256 is None:
         return None
     return InputSpec(source=source.source, name=name, folder_type=folder_type, subfolder=subfolder,
-                     field=path, kind=source.kind)
+                     field=path, kind=source.kind, cache=cache, sha256=sha256)
+
+
+def _parse_sha256(value: object, path: str, problems: Problems) -> str | None:
+    """The hash in lower case, "" when absent; ``None`` (and a problem) when it is not 64 hex digits."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _SHA256_RE.fullmatch(value):
+        problems.add(path, f"must be a SHA-256 of 64 hex digits, got {show(value)}")
+        return None
+    return value.lower()
 
 
 def _parse_images(value: object, problems: Problems) -> list[InputSpec]:

@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -53,6 +54,20 @@ _CREDENTIALS_HINT = ("check BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY (or 
 _CHAIN_HINT = ("set BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (plus BUCKET_ENDPOINT_URL for storage other "
                "than AWS S3), or provide AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
                "or an instance role)")
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What S3 reports about an object without sending it: its ETag, VersionId (versioned buckets) and size."""
+
+    etag: str
+    version_id: str
+    size: int
+
+    @property
+    def version(self) -> str:
+        """The version that identifies this content: the VersionId where the bucket has one, else the ETag."""
+        return self.version_id or self.etag
 
 
 def parse_s3_uri(uri: object, *, require_key: bool) -> tuple[str, str]:
@@ -137,30 +152,42 @@ class S3Storage:
     def endpoint_url(self) -> str:
         return str(self._client.meta.endpoint_url)
 
+    async def head(self, bucket: str, key: str) -> ObjectVersion:
+        """The object's current version and size, without its body: one HEAD request (the cache's revalidation)."""
+        uri = f"s3://{bucket}/{key}"
+        try:
+            response = await asyncio.to_thread(self._client.head_object, Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, uri) from exc
+        return ObjectVersion(etag=str(response.get("ETag", "")), version_id=str(response.get("VersionId") or ""),
+                             size=int(response["ContentLength"]))
+
     async def download(self, bucket: str, key: str, destination: Path, *, max_bytes: int,
-                       on_chunk: Callable[[int], None] | None = None) -> int:
+                       on_chunk: Callable[[int], None] | None = None, if_match: str = "") -> int:
         """Stream ``s3://bucket/key`` to ``destination``; the number of bytes written.
 
         The size is checked twice: against the response's ContentLength before
         any byte of the body is read, and while streaming (a server may not tell
         the truth). ``on_chunk`` sees every chunk's size before it is written (a
-        job's total budget; what it raises ends the download). On failure or
-        cancellation the partial file is deleted.
+        job's total budget; what it raises ends the download). ``if_match`` (an
+        ETag) makes S3 refuse the request if the object changed since it was
+        looked at. On failure or cancellation the partial file is deleted.
         """
         abandoned = threading.Event()
+        conditions = {"IfMatch": if_match} if if_match else {}
         try:
             return await asyncio.to_thread(self._download, bucket, key, destination, max_bytes, abandoned,
-                                           on_chunk)
+                                           on_chunk, conditions)
         except asyncio.CancelledError:
             abandoned.set()  # the thread cannot be killed; it stops at its next chunk and cleans up
             raise
 
     def _download(self, bucket: str, key: str, destination: Path, max_bytes: int, abandoned: threading.Event,
-                  on_chunk: Callable[[int], None] | None) -> int:
+                  on_chunk: Callable[[int], None] | None, conditions: dict[str, str]) -> int:
         uri = f"s3://{bucket}/{key}"
         created = False
         try:
-            response = self._client.get_object(Bucket=bucket, Key=key)  # one request: no HEAD first
+            response = self._client.get_object(Bucket=bucket, Key=key, **conditions)  # one request: no HEAD first
             body = response["Body"]
             try:
                 _check_size(uri, int(response["ContentLength"]), max_bytes, complete=True)
@@ -243,6 +270,8 @@ class S3Storage:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return f"bucket {uri.split('/')[2]!r} does not exist ({uri})"
+        if code in ("PreconditionFailed", "412"):
+            return f"{uri} changed while it was being fetched; run the job again"
         if code in _NOT_FOUND_CODES:
             return f"{uri} does not exist"
         if code in _DENIED_CODES:
