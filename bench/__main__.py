@@ -23,11 +23,11 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import moto_server
 
-from . import cold_start, conversion, jobs, model_cache
+from . import chromium_memory, cold_start, conversion, jobs, model_cache
 from .common import REPO, Report, comfy_root, write_config
 from .memory import MemorySampler
 
-PARTS = ("cold", "conversion", "jobs", "s3", "model-cache", "soak")
+PARTS = ("cold", "chromium-memory", "conversion", "jobs", "s3", "model-cache", "soak")
 
 
 async def main(args: argparse.Namespace) -> Report:
@@ -37,6 +37,9 @@ async def main(args: argparse.Namespace) -> Report:
     if "cold" in args.only:
         print("cold start …", flush=True)
         await cold_start.run(report, workdir, root, args.repeat)
+    if "chromium-memory" in args.only:
+        print(f"Chromium memory over {args.memory_conversions} conversions …", flush=True)
+        await chromium_memory.run(report, workdir, root, args.memory_conversions)
     connector = await ComfyConnector.create(str(write_config(workdir, root)))
     try:
         with MemorySampler(connector) as sampler:
@@ -72,7 +75,9 @@ def cli() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--repeat", type=int, default=3, help="cold starts of each kind (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="cold starts of each kind (default 5)")
+    parser.add_argument("--memory-conversions", type=int, default=1000,
+                        help="distinct conversions per browser in chromium-memory (default 1000)")
     parser.add_argument("--conversions", type=int, default=40, help="conversions per workflow (default 40)")
     parser.add_argument("--jobs", type=int, default=30, help="jobs for the per-job overhead (default 30)")
     parser.add_argument("--soak", type=int, default=500, help="jobs in the soak (default 500)")

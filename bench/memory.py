@@ -40,6 +40,15 @@ def _measure(processes: list[psutil.Process]) -> tuple[int, int]:
     return rss, pss
 
 
+def chromium_processes(connector: ComfyConnector) -> list[psutil.Process]:
+    """The connector's Chromium processes, each once though it is in several trees."""
+    return list({p.pid: p for pid in connector._converter._chromium_pids for p in _tree(pid)}.values())
+
+
+def chromium_pss(connector: ComfyConnector) -> int:
+    return _measure(chromium_processes(connector))[1]
+
+
 class MemorySampler:
     """Samples every ``interval_s`` in a thread and keeps the peaks."""
 
@@ -51,10 +60,9 @@ class MemorySampler:
         self.peaks: dict[str, tuple[int, int]] = {}
 
     def sample(self) -> None:
-        chromium = {p.pid: p for pid in self._connector._converter._chromium_pids for p in _tree(pid)}
         groups = {
             "worker": [psutil.Process()],
-            "chromium": list(chromium.values()),  # each process once, though it is in several trees
+            "chromium": chromium_processes(self._connector),
             "comfyui": _tree(self._connector.comfy_pid),
         }
         for name, processes in groups.items():
@@ -75,8 +83,9 @@ class MemorySampler:
         self._thread.join()
 
     def report(self, report: Report) -> None:
+        if not self.peaks:
+            return  # no sample was taken: the parts measured ran too briefly
         for name, (rss, pss) in self.peaks.items():
             report.add(Figure(f"peak memory: {name} (PSS)", pss / MB, "MB", extra={"rss_mb": rss / MB}))
         worker_and_browser = (self.peaks["worker"][1] + self.peaks["chromium"][1]) / MB
-        report.add(Figure("peak memory: worker + Chromium (PSS)", worker_and_browser, "MB", target="<= 400 MB",
-                          met=worker_and_browser <= 400))
+        report.add(Figure("peak memory: worker + Chromium (PSS)", worker_and_browser, "MB"))
