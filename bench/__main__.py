@@ -23,11 +23,11 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import moto_server
 
-from . import cold_start, conversion, jobs
+from . import cold_start, conversion, jobs, throughput
 from .common import REPO, Report, comfy_root, write_config
 from .memory import MemorySampler
 
-PARTS = ("cold", "conversion", "jobs", "s3", "soak")
+PARTS = ("cold", "conversion", "jobs", "s3", "throughput", "soak")
 
 
 async def main(args: argparse.Namespace) -> Report:
@@ -53,6 +53,13 @@ async def main(args: argparse.Namespace) -> Report:
                     config = s3.config(scratch_dir=str(workdir / "scratch"))
                     s3_runner = JobRunner(connector, config, S3Storage.from_config(config))
                     await jobs.s3_transfer(report, s3_runner, s3.client(), s3.bucket, max(5, args.jobs // 4))
+            if "throughput" in args.only:
+                print("throughput and streaming …", flush=True)
+                with moto_server() as s3:
+                    config = s3.config(scratch_dir=str(workdir / "scratch"), url_allowlist="127.0.0.1")
+                    s3_runner = JobRunner(connector, config, S3Storage.from_config(config))
+                    await throughput.throughput(report, connector, s3_runner, s3.bucket)
+                    await throughput.time_to_first_output(report, connector, s3_runner)
             if "soak" in args.only:
                 print(f"soak ({args.soak} jobs) …", flush=True)
                 await jobs.soak(report, connector, runner, args.soak, sampler)
