@@ -103,7 +103,8 @@ async def test_twenty_jobs_in_pairs_get_exactly_their_own_inputs_and_outputs(
     for color, result in zip(colors, results, strict=True):
         assert "error" not in result, result
         (output,) = result["outputs"]
-        assert first_pixel(base64.b64decode(output["data"])) == tuple(255 - c for c in color)
+        pixel = first_pixel(base64.b64decode(output["data"]))  # ComfyUI's float round trip may be 1 off
+        assert all(abs(got - (255 - sent)) <= 1 for got, sent in zip(pixel, color, strict=True)), (pixel, color)
     assert len({r["outputs"][0]["filename"] for r in results}) >= 2  # pairs shared a prefix, not a file
     assert folder_state(connector, scratch) == before
     assert await comfy_history(connector) == history_before
@@ -111,7 +112,7 @@ async def test_twenty_jobs_in_pairs_get_exactly_their_own_inputs_and_outputs(
 
 async def test_cancelling_a_queued_job_leaves_the_executing_one_alone(runner: JobRunner,
                                                                       connector: ComfyConnector) -> None:
-    executing = asyncio.create_task(runner.run("job-a", slow_job("cancel-q-a")))
+    executing = asyncio.create_task(runner.run("job-a", slow_job("cancel-q-a", blurs=4)))
     await until(lambda: _running_is(connector, "cancel-q-a"))
     queued = asyncio.create_task(runner.run("job-b", slow_job("cancel-q-b")))
     await running_and_pending(connector, "cancel-q-a", "cancel-q-b")
