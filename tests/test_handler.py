@@ -64,6 +64,15 @@ def test_json_flag_prints_the_full_result_once(comfy_root: Path) -> None:
     assert result.stderr.count(output["data"][:40]) == 0  # the data is not also logged
 
 
+def test_a_streaming_worker_runs_a_local_job_as_one_result(comfy_root: Path) -> None:
+    """The SDK would not iterate a generator in a local one-shot run; handler.py collects the items itself."""
+    result = run_handler(["--json"], handler_env(comfy_root, STREAM_OUTPUTS="true"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = json.loads(result.stdout)
+    (output,) = printed["outputs"]
+    assert output["data"] and printed["prompt_id"] in printed["history"] and "timings" in printed
+
+
 def test_bad_job_file_fails_before_the_cold_start(comfy_root: Path) -> None:
     result = run_handler(["--test_input", "{not json"], handler_env(comfy_root), timeout=60)
     assert result.returncode == 1
