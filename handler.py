@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 
 import runpod
@@ -25,6 +26,8 @@ from comfy_serverless.worker import Worker
 logger = logging.getLogger("comfy_serverless.handler")
 
 WORKER: Worker | None = None
+#: What runpod.serverless.start gets; the SDK reads "refresh_worker" from it after every job.
+SDK_CONFIG: dict[str, Any] = {}
 
 
 def _progress_sink(job: dict[str, Any]):
@@ -35,9 +38,22 @@ def _progress_sink(job: dict[str, Any]):
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    """One RunPod job. Cancellation (RunPod's per-job stop) propagates: ComfyUI is interrupted."""
+    """One RunPod job. Cancellation (RunPod's per-job stop) propagates: its prompt, and only it, is stopped."""
     assert WORKER is not None, "the worker is started before the SDK takes jobs"
     return await WORKER.handle(job, _progress_sink(job))
+
+
+async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """One RunPod job, streamed (STREAM_OUTPUTS): each output as it is delivered, then a final item.
+
+    The SDK ignores ``refresh_worker`` in a generator's items, so a final item
+    that asks for it sets it in the SDK's configuration, which it reads after the job.
+    """
+    assert WORKER is not None, "the worker is started before the SDK takes jobs"
+    async for item in WORKER.stream(job, _progress_sink(job)):
+        if item.get("refresh_worker"):
+            SDK_CONFIG["refresh_worker"] = True
+        yield item
 
 
 def main() -> None:
@@ -57,9 +73,14 @@ def main() -> None:
     except ComfyServerlessError as exc:
         logger.error("worker failed to start: %s", exc)
         sys.exit(1)
-    if local:
-        sys.exit(asyncio.run(local_run.run_local(handler, job, args)))
-    runpod.serverless.start({"handler": handler})
+    streaming = WORKER.config.stream_outputs
+    if local:  # the SDK would not iterate a generator here; the summary wants the result as one dict
+        handle = local_run.collected(stream_handler) if streaming else handler
+        sys.exit(asyncio.run(local_run.run_local(handle, job, args)))
+    concurrency = WORKER.config.max_concurrent_jobs
+    SDK_CONFIG.update(handler=stream_handler if streaming else handler, return_aggregate_stream=True,
+                      concurrency_modifier=lambda _current: concurrency)
+    runpod.serverless.start(SDK_CONFIG)
 
 
 def _is_local_one_shot() -> bool:

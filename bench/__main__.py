@@ -23,11 +23,11 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import moto_server
 
-from . import chromium_memory, cold_start, conversion, jobs, model_cache
+from . import chromium_memory, cold_start, conversion, jobs, model_cache, throughput
 from .common import REPO, Report, comfy_root, write_config
 from .memory import MemorySampler
 
-PARTS = ("cold", "chromium-memory", "conversion", "jobs", "s3", "model-cache", "soak")
+PARTS = ("cold", "chromium-memory", "conversion", "jobs", "s3", "model-cache", "throughput", "soak")
 
 
 async def main(args: argparse.Namespace) -> Report:
@@ -60,6 +60,13 @@ async def main(args: argparse.Namespace) -> Report:
                 print("model cache …", flush=True)
                 with moto_server() as s3:
                     await model_cache.run(report, connector, s3, workdir)
+            if "throughput" in args.only:
+                print("throughput and streaming …", flush=True)
+                with moto_server() as s3:
+                    config = s3.config(scratch_dir=str(workdir / "scratch"), url_allowlist="127.0.0.1")
+                    s3_runner = JobRunner(connector, config, S3Storage.from_config(config))
+                    await throughput.throughput(report, connector, s3_runner, s3.bucket)
+                    await throughput.time_to_first_output(report, connector, s3_runner)
             if "soak" in args.only:
                 print(f"soak ({args.soak} jobs) …", flush=True)
                 await jobs.soak(report, connector, runner, args.soak, sampler)

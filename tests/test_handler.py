@@ -64,6 +64,15 @@ def test_json_flag_prints_the_full_result_once(comfy_root: Path) -> None:
     assert result.stderr.count(output["data"][:40]) == 0  # the data is not also logged
 
 
+def test_a_streaming_worker_runs_a_local_job_as_one_result(comfy_root: Path) -> None:
+    """The SDK would not iterate a generator in a local one-shot run; handler.py collects the items itself."""
+    result = run_handler(["--json"], handler_env(comfy_root, STREAM_OUTPUTS="true"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = json.loads(result.stdout)
+    (output,) = printed["outputs"]
+    assert output["data"] and printed["prompt_id"] in printed["history"] and "timings" in printed
+
+
 def test_bad_job_file_fails_before_the_cold_start(comfy_root: Path) -> None:
     result = run_handler(["--test_input", "{not json"], handler_env(comfy_root), timeout=60)
     assert result.returncode == 1
@@ -111,21 +120,36 @@ def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any
         return json.loads(response.read())
 
 
-def test_rp_serve_api_runs_jobs_and_cleans_up_on_sigterm(comfy_root: Path) -> None:
+def serve_api(comfy_root: Path, **env: str) -> tuple[subprocess.Popen[str], int]:
+    """``handler.py --rp_serve_api`` in a subprocess, once its API answers; the process and its port."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_port", str(port)], cwd=REPO,
-        env=handler_env(comfy_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=handler_env(comfy_root, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2)
+            return process, port
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("the development API did not come up: "
+                                     + (process.stdout.read()[-3000:] if process.stdout else "")) from None
+            time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2)
-                break
-            except OSError:
-                assert process.poll() is None, process.stdout.read()[-3000:] if process.stdout else ""
-                assert time.monotonic() < deadline, "the development API did not come up"
-                time.sleep(0.5)
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_rp_serve_api_runs_jobs_and_cleans_up_on_sigterm(comfy_root: Path) -> None:
+    process, port = serve_api(comfy_root)
+    try:
         job = json.loads((REPO / "test_input.json").read_text())
         answer = _post(f"http://127.0.0.1:{port}/runsync", job)
         assert answer["status"] == "COMPLETED", answer
@@ -136,10 +160,43 @@ def test_rp_serve_api_runs_jobs_and_cleans_up_on_sigterm(comfy_root: Path) -> No
         children = psutil.Process(process.pid).children(recursive=True)
         assert children  # ComfyUI and Chromium
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     psutil.wait_procs(children, timeout=15)
     assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def two_outputs_job() -> dict[str, Any]:
+    return {"input": {"workflow": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "streamed-a"}},
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "streamed-b"}}}}}
+
+
+def test_streaming_through_the_development_api(comfy_root: Path) -> None:
+    """STREAM_OUTPUTS: /run, then /stream/{id} (the items in order: each output, then the final item), then
+    /status/{id} (the development API forgets a job it streamed); a second /run's /status is the aggregate."""
+    before = output_files(comfy_root)
+    process, port = serve_api(comfy_root, STREAM_OUTPUTS="true")
+    api = f"http://127.0.0.1:{port}"
+    try:
+        job_id = _post(f"{api}/run", two_outputs_job())["id"]
+        streamed = _post(f"{api}/stream/{job_id}", {})
+        assert streamed["status"] == "COMPLETED", streamed
+        *outputs, final = [item["output"] for item in streamed["stream"]]
+        assert [sorted(item) for item in outputs] == [["output"], ["output"]]
+        assert final["done"] is True and "error" not in final and {"prompt_id", "timings", "warnings"} <= set(final)
+        listed = final["history"][final["prompt_id"]]["outputs"]
+        assert sorted(o["output"]["filename"] for o in outputs) == sorted(
+            image["filename"] for node in listed.values() for image in node["images"])
+        assert _post(f"{api}/status/{job_id}", {}) == {"id": job_id, "status": "FAILED", "error": "Job ID not found"}
+
+        second = _post(f"{api}/run", two_outputs_job())["id"]
+        status = _post(f"{api}/status/{second}", {})
+        assert status["status"] == "COMPLETED", status
+        *aggregated, last = status["output"]
+        assert [sorted(o["output"]) for o in aggregated] == [sorted(o["output"]) for o in outputs]
+        assert sorted(last) == sorted(final) and last["prompt_id"] != final["prompt_id"]
+    finally:
+        stop(process)
+    assert output_files(comfy_root) == before

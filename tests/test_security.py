@@ -700,8 +700,8 @@ async def test_a_new_output_subfolder_goes_with_the_job(runner: JobRunner, conne
 
 def test_a_listed_file_the_job_did_not_write_is_neither_returned_nor_deleted(tmp_path: Path,
                                                                             connector: ComfyConnector) -> None:
+    from comfy_serverless.delivery import written_by_prompt
     from comfy_serverless.files import remove_added, snapshot
-    from comfy_serverless.job import written_by_prompt
     from comfy_serverless.outputs import collect_outputs
     shipped = connector.folders.output / "shipped-with-image.png"
     shipped.write_bytes(IMAGE)

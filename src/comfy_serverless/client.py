@@ -46,6 +46,11 @@ SILENCE_CHECK_S = 3.0
 RECONNECT_BUDGET_S = 5.0
 
 _SOCKET_CLOSED = object()
+#: Messages only an executing prompt gets (``execution_start`` first, unless it was lost).
+_EXECUTING_EVENTS = frozenset({"execution_start", "execution_cached", "executing", "progress", "executed"})
+
+#: Hears a node's outputs as soon as ComfyUI reports them (``executed``); must not block.
+OutputCallback = Callable[[str, dict[str, Any]], None]
 
 
 class ComfyClient:
@@ -108,9 +113,15 @@ class ComfyClient:
         return body.get(prompt_id) if isinstance(body, dict) else None
 
     async def interrupt(self, prompt_id: str) -> None:
-        """Stop ``prompt_id`` whether it runs or waits: interrupt it and take it off the queue."""
-        await self.request("POST", "/interrupt", {"prompt_id": prompt_id})
+        """Stop ``prompt_id`` and no other, whether it waits or runs.
+
+        It is taken off the queue first, then interrupted: ComfyUI (0.3.64)
+        interrupts only when the prompt named is the one executing, so another
+        job's prompt is never hit, and a prompt that starts between the two
+        calls is still caught by the second.
+        """
         await self.request("POST", "/queue", {"delete": [prompt_id]})
+        await self.request("POST", "/interrupt", {"prompt_id": prompt_id})
 
     async def queue_prompt(self, prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any]) -> None:
         body = {"prompt": prompt, "prompt_id": prompt_id, "client_id": self.client_id, "extra_data": extra_data}
@@ -189,37 +200,43 @@ class ComfyClient:
 
     # --- running a prompt ---------------------------------------------------------------------
     async def run_prompt(self, prompt: dict[str, Any], *, extra_data: dict[str, Any], timeout_s: float,
-                         interrupt_grace_s: float, progress: ProgressCallback | None = None,
+                         interrupt_grace_s: float, queue_timeout_s: float = 0.0,
+                         progress: ProgressCallback | None = None, on_executed: OutputCallback | None = None,
                          timings: dict[str, float] | None = None) -> dict[str, Any]:
         """Queue ``prompt`` and follow it to its end; returns ``{prompt_id: history_entry}``.
 
-        Raises PromptValidationError, ExecutionError, ExecutionInterruptedError,
-        RunTimeoutError (``details["stuck"]`` tells whether ComfyUI ignored the
-        interrupt) or ComfyUnavailableError. A cancelled run interrupts ComfyUI.
-        Errors of a queued prompt (and the CancelledError) carry ``history``: the
-        outputs it wrote before it stopped, for cleanup.
+        Several prompts may be followed at once; ComfyUI executes them one at a
+        time, so ``timeout_s`` counts from the prompt's ``execution_start``, and
+        the wait in ComfyUI's queue before it has its own budget,
+        ``queue_timeout_s`` (0: none). ``on_executed(node_id, output)`` hears
+        each node's outputs as they are written. Raises PromptValidationError,
+        ExecutionError, ExecutionInterruptedError, RunTimeoutError
+        (``details["stuck"]`` tells whether ComfyUI ignored the interrupt,
+        ``details["phase"]`` whether the queue or the execution ran out of time)
+        or ComfyUnavailableError. A cancelled run is taken off ComfyUI's queue,
+        or interrupted if it executes. Errors of a queued prompt (and the
+        CancelledError) carry ``history``: the outputs it wrote before it stopped, for cleanup.
         """
         prompt_id = str(uuid.uuid4())
         watch: asyncio.Queue[Any] = asyncio.Queue()
         self._watches[prompt_id] = watch
-        tracker = _RunTracker(prompt_id, len(prompt), progress)
+        tracker = _RunTracker(prompt_id, len(prompt), progress, on_executed)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             if not self.socket_open:
                 await self.connect_socket()
             await self.queue_prompt(prompt, prompt_id, extra_data)
-            queued = loop.time()
-            entry = await asyncio.wait_for(self._follow(prompt_id, watch, tracker), timeout_s)
+            entry = await self._follow(prompt_id, watch, tracker, _Deadlines(loop, queue_timeout_s, timeout_s))
             if timings is not None:
-                timings.update(queue=queued - started, execute=loop.time() - queued)
+                executing = tracker.started_at or loop.time()
+                timings.update(queue=executing - started, execute=loop.time() - executing)
             return {prompt_id: entry}
-        except TimeoutError:
+        except _OutOfTime as late:
             stuck = not await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
             error: ComfyServerlessError = RunTimeoutError(
-                f"the prompt did not finish within {timeout_s:g} s and was interrupted"
-                + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
-                prompt_id=prompt_id, timeout_s=timeout_s, stuck=stuck)
+                late.message(prompt_id) + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
+                prompt_id=prompt_id, timeout_s=late.budget_s, phase=late.phase, stuck=stuck)
             error.history = tracker.partial_history()
             raise error from None
         except (PromptValidationError, ExecutionError, ExecutionInterruptedError) as exc:
@@ -228,7 +245,7 @@ class ComfyClient:
             exc.history = tracker.partial_history()
             raise
         except asyncio.CancelledError as cancelled:
-            # The job was cancelled (RunPod's per-job stop): stop ComfyUI too, then let the cancel go on.
+            # The job was cancelled (RunPod's per-job stop): stop its prompt too, then let the cancel go on.
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._stop(prompt_id, watch, tracker, interrupt_grace_s))
             cancelled.history = tracker.partial_history()  # type: ignore[attr-defined]
@@ -236,21 +253,18 @@ class ComfyClient:
         finally:
             del self._watches[prompt_id]
 
-    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker) -> dict[str, Any]:
+    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker,
+                      deadlines: _Deadlines) -> dict[str, Any]:
         while True:
             try:
-                event = await asyncio.wait_for(watch.get(), SILENCE_CHECK_S)
+                event = await asyncio.wait_for(watch.get(), deadlines.wait_s(tracker.started_at, SILENCE_CHECK_S))
             except TimeoutError:
                 event = None
             if event is None or event is _SOCKET_CLOSED:
-                if event is _SOCKET_CLOSED:
-                    logger.warning("websocket dropped while prompt %s ran; reconnecting", prompt_id)
-                    await self._reconnect()
-                elif not self._is_alive():
-                    raise self._unavailable(f"while prompt {prompt_id} ran")
-                entry = await self.history(prompt_id)
+                entry = await self._settle(prompt_id, event is _SOCKET_CLOSED, tracker)
                 if entry is not None:
                     return finished_entry(entry)
+                deadlines.check(tracker.started_at)
                 continue
             kind, data = event.get("type"), event.get("data") or {}
             if kind == "executing" and data.get("node") is None:
@@ -263,6 +277,24 @@ class ComfyClient:
             if kind == "execution_interrupted":
                 raise interrupted_error(data)
             await tracker.observe(kind, data)
+            deadlines.check(tracker.started_at)
+
+    async def _settle(self, prompt_id: str, socket_closed: bool, tracker: _RunTracker) -> dict[str, Any] | None:
+        """After silence or a dropped socket: the finished entry if there is one; else note whether it runs."""
+        if socket_closed:
+            logger.warning("websocket dropped while prompt %s ran; reconnecting", prompt_id)
+            await self._reconnect()
+        elif not self._is_alive():
+            raise self._unavailable(f"while prompt {prompt_id} ran")
+        entry = await self.history(prompt_id)
+        if entry is None and tracker.started_at is None and prompt_id in await self.running_prompts():
+            tracker.mark_started()  # its execution_start was lost
+        return entry
+
+    async def running_prompts(self) -> set[str]:
+        """The ids of the prompts ComfyUI executes now (one, or none)."""
+        queue = await self.get_json("/queue")
+        return {item[1] for item in queue.get("queue_running", [])}
 
     async def _stop(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker, grace_s: float) -> bool:
         """Interrupt ``prompt_id``; true if ComfyUI let go of it within ``grace_s``."""
@@ -291,28 +323,76 @@ class ComfyClient:
             return False
 
 
+class _OutOfTime(Exception):
+    """A run's budget ran out: ``phase`` is ``queue`` (waiting behind other prompts) or ``execute``."""
+
+    def __init__(self, phase: str, budget_s: float) -> None:
+        self.phase, self.budget_s = phase, budget_s
+
+    def message(self, prompt_id: str) -> str:
+        if self.phase == "queue":
+            return (f"the prompt waited more than {self.budget_s:g} s in ComfyUI's queue behind other jobs "
+                    "(QUEUE_TIMEOUT_S) and was taken off it")
+        return f"the prompt did not finish within {self.budget_s:g} s and was interrupted"
+
+
+class _Deadlines:
+    """A run's two budgets: the wait in ComfyUI's queue, then the execution (from ``execution_start``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue_s: float, execute_s: float) -> None:
+        self._loop = loop
+        self._queued_at = loop.time()
+        self._queue_s, self._execute_s = queue_s, execute_s
+
+    def _left(self, started_at: float | None) -> tuple[float, str, float]:
+        if started_at is None:
+            left = self._queued_at + self._queue_s - self._loop.time() if self._queue_s else float("inf")
+            return left, "queue", self._queue_s
+        return started_at + self._execute_s - self._loop.time(), "execute", self._execute_s
+
+    def wait_s(self, started_at: float | None, at_most: float) -> float:
+        """How long to wait for the next message: until the current deadline, at most ``at_most``."""
+        return max(0.0, min(at_most, self._left(started_at)[0]))
+
+    def check(self, started_at: float | None) -> None:
+        left, phase, budget = self._left(started_at)
+        if left <= 0:
+            raise _OutOfTime(phase, budget)
+
+
 class _RunTracker:
-    """Follows one prompt's messages: progress for the caller, and the outputs already written.
+    """Follows one prompt's messages: when it starts executing, progress for the caller, the outputs written.
 
     A failed prompt's history lists no outputs, yet nodes that ran before the
     failure wrote files; ``executed`` messages are the only record of them, and
     cleanup needs it.
     """
 
-    def __init__(self, prompt_id: str, nodes_total: int, callback: ProgressCallback | None) -> None:
+    def __init__(self, prompt_id: str, nodes_total: int, callback: ProgressCallback | None,
+                 on_executed: OutputCallback | None = None) -> None:
         self._prompt_id = prompt_id
         self._total = nodes_total
         self._callback = callback
+        self._on_executed = on_executed
         self._done: set[str] = set()
         self._current: str | None = None
         self.outputs: dict[str, Any] = {}
+        self.started_at: float | None = None
 
     def partial_history(self) -> dict[str, Any]:
         return {self._prompt_id: {"outputs": dict(self.outputs)}}
 
+    def mark_started(self) -> None:
+        if self.started_at is None:
+            self.started_at = asyncio.get_running_loop().time()
+
     async def observe(self, kind: str, data: dict[str, Any]) -> None:
+        if kind in _EXECUTING_EVENTS:
+            self.mark_started()
         if kind == "executed" and isinstance(data.get("output"), dict):
             self.outputs[str(data.get("node"))] = data["output"]
+            if self._on_executed is not None:
+                self._on_executed(str(data.get("node")), data["output"])
         if self._callback is None:
             return
         if kind == "execution_cached":

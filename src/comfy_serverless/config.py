@@ -77,6 +77,9 @@ class Config:
         DEFAULT_TEST_PAYLOAD,
         "Self-test workflow run before the worker reports ready. Empty: no self-test.")
     run_timeout_s: float = _setting(3600.0, "Default seconds a prompt may run before it is interrupted.")
+    queue_timeout_s: float = _setting(
+        600.0, "Seconds a job's prompt may wait in ComfyUI's queue behind other jobs' prompts before it starts "
+               "executing; the job's `timeout_s` (or RUN_TIMEOUT_S) counts from the start. 0: no limit.")
     interrupt_grace_s: float = _setting(
         10.0, "Seconds ComfyUI gets to stop after an interrupt before it is restarted.")
     http_timeout_s: float = _setting(30.0, "Seconds one HTTP request to ComfyUI may take.")
@@ -120,6 +123,14 @@ class Config:
     refresh_worker: bool = _setting(False, "Ask RunPod for a fresh worker after every job.")
     progress_interval_s: float = _setting(0.5, "Least seconds between two progress updates sent to RunPod.")
 
+    # --- throughput -----------------------------------------------------------------------------
+    max_concurrent_jobs: int = _setting(
+        2, "Jobs one worker takes at once (RunPod's concurrency_modifier): while one executes, the others fetch, "
+           "convert, wait in ComfyUI's queue and upload. ComfyUI still executes one prompt at a time.")
+    stream_outputs: bool = _setting(
+        False, "Stream: the handler is a generator that yields each output as soon as it is delivered, then a "
+               "final item (see README, Streaming). False: one dict result per job.")
+
     # ------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, config_path: str | os.PathLike[str] | None = None,
@@ -140,14 +151,15 @@ class Config:
     def __post_init__(self) -> None:
         positive = ("max_comfy_start_attempts", "convert_attempts", "conversion_cache_size", "input_max_bytes",
                     "max_job_payload_bytes", "max_job_inputs", "max_job_input_bytes", "presign_expires_s",
-                    "model_cache_max_bytes")
+                    "model_cache_max_bytes", "max_concurrent_jobs")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()} must be at least 1, got {getattr(self, name)!r}",
                                   key=name.upper())
         non_negative = ("comfy_start_attempts_sleep", "kill_grace_s", "convert_timeout_s", "run_timeout_s",
                         "interrupt_grace_s", "http_timeout_s", "download_timeout_s", "inline_output_max_bytes",
-                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s", "page_recycle_conversions")
+                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s", "page_recycle_conversions",
+                        "queue_timeout_s")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.upper()} must not be negative, got {getattr(self, name)!r}",

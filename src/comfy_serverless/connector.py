@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .browser import FRONTEND_SETTINGS, FrontendConverter
-from .client import ComfyClient
+from .client import ComfyClient, OutputCallback
 from .config import Config
 from .errors import (
     BrowserError,
@@ -64,9 +64,10 @@ class ComfyConnector:
         self._output_node_types: set[str] = set()
         self._node_types: dict[str, Any] = {}
         self._model_folders: dict[str, list[str]] = {}
-        self._run_lock = asyncio.Lock()
         self._health_lock = asyncio.Lock()
         self._restarting: asyncio.Task[None] | None = None
+        #: Counts ComfyUI restarts: runs that fail together on one dead ComfyUI ask for one restart, not several.
+        self._generation = 0
         self.timings: dict[str, float] = {}
 
     # --- creation and state -------------------------------------------------------------------
@@ -257,36 +258,52 @@ class ComfyConnector:
 
     async def run_prompt(self, prompt: dict[str, Any], *, timeout_s: float | None = None,
                          progress: ProgressCallback | None = None, extra_data: dict[str, Any] | None = None,
-                         timings: dict[str, float] | None = None,
+                         timings: dict[str, float] | None = None, on_executed: OutputCallback | None = None,
                          _allow_initializing: bool = False) -> dict[str, Any]:
         """Run an API prompt (already converted and edited) and return ``{prompt_id: entry}``.
 
-        ``timings``, if given, receives the seconds spent queueing and executing.
+        ``timings``, if given, receives the seconds spent waiting in ComfyUI's queue and executing;
+        ``on_executed(node_id, output)`` hears each node's outputs as ComfyUI writes them.
+        ``timeout_s`` counts from the moment the prompt starts executing (QUEUE_TIMEOUT_S bounds the wait).
         """
         if not _allow_initializing:
             self._require_ready()
         check_api_prompt(prompt, self._node_types)
-        async with self._run_lock:
-            await self._ensure_healthy()
-            # Fresh files on every run, even for a prompt ComfyUI has cached (see workflow.RUN_TOKEN_INPUT).
-            marked = mark_output_nodes(prompt, self._output_node_types, uuid.uuid4().hex)
-            client = self._require_client()
-            try:
-                return await client.run_prompt(
-                    marked, extra_data=extra_data or {}, progress=progress, timings=timings,
-                    timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s,
-                    interrupt_grace_s=self.config.interrupt_grace_s)
-            except ComfyUnavailableError:
-                # Fail this job now; the restart runs meanwhile and the next run waits for it.
-                self._restarting = asyncio.create_task(self._restart_comfy("it became unavailable during a run"))
-                raise
-            except (ComfyServerlessError, asyncio.CancelledError) as exc:
-                if getattr(exc, "history", None):  # files written before the failure
-                    self.delete_outputs(exc.history)
-                    await self.forget_history(list(exc.history))
-                if isinstance(exc, RunTimeoutError) and exc.details["stuck"]:
-                    await self._restart_comfy("it did not stop after an interrupt")
-                raise
+        # No lock around the run: several jobs' prompts wait in ComfyUI's own queue, which executes one at a time.
+        await self._ensure_healthy()
+        generation = self._generation
+        # Fresh files on every run, even for a prompt ComfyUI has cached (see workflow.RUN_TOKEN_INPUT).
+        marked = mark_output_nodes(prompt, self._output_node_types, uuid.uuid4().hex)
+        client = self._require_client()
+        try:
+            return await client.run_prompt(
+                marked, extra_data=extra_data or {}, progress=progress, on_executed=on_executed, timings=timings,
+                timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s,
+                queue_timeout_s=self.config.queue_timeout_s, interrupt_grace_s=self.config.interrupt_grace_s)
+        except ComfyUnavailableError:
+            # Fail this job now; the restart runs meanwhile and the next run waits for it.
+            self._schedule_restart("it became unavailable during a run", generation)
+            raise
+        except (ComfyServerlessError, asyncio.CancelledError) as exc:
+            if getattr(exc, "history", None):  # files written before the failure
+                self.delete_outputs(exc.history)
+                await self.forget_history(list(exc.history))
+            if isinstance(exc, RunTimeoutError) and exc.details["stuck"]:
+                restart = self._schedule_restart("it did not stop after an interrupt", generation)
+                if restart is not None:
+                    await asyncio.shield(restart)
+            raise
+
+    def _schedule_restart(self, reason: str, generation: int) -> asyncio.Task[None] | None:
+        """Restart the ComfyUI that ``generation`` names, once however many runs failed on it.
+
+        Returns the restart under way, or ``None`` when that ComfyUI was replaced already.
+        """
+        if generation != self._generation:
+            return None
+        if self._restarting is None or self._restarting.done():
+            self._restarting = asyncio.create_task(self._restart_comfy(reason))
+        return self._restarting
 
     # --- health -------------------------------------------------------------------------------
     async def _validate_resources(self) -> bool:
@@ -341,6 +358,7 @@ class ComfyConnector:
     async def _restart_comfy(self, reason: str) -> None:
         """One ComfyUI, on a freshly chosen port, with the frontend reloaded against it."""
         logger.warning("restarting ComfyUI: %s", reason)
+        self._generation += 1
         if self._client is not None:
             await self._client.close()
         await self._process.stop()

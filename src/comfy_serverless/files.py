@@ -202,10 +202,9 @@ def remove_paths(paths: Iterable[Path], roots: Iterable[Path]) -> list[str]:
 def snapshot(roots: Iterable[Path]) -> dict[Path, FileStamp]:
     """Every file and folder below ``roots`` with its stamp, jobs' private folders and cache folders left out.
 
-    Taken before and after a prompt runs, the difference is exactly what that
-    prompt wrote, listed in ComfyUI's history or not; jobs' private folders hold
-    other jobs' inputs, which are theirs to remove, and cache folders the model
-    cache's placements, which outlive jobs.
+    Two snapshots differ by what was written in between (see :class:`OutputLedger`);
+    jobs' private folders hold other jobs' inputs, which are theirs to remove, and cache folders
+    the model cache's placements, which outlive jobs.
     """
     found: dict[Path, FileStamp] = {}
     stack = list(roots)
@@ -240,3 +239,48 @@ def remove_added(before: dict[Path, Any], after: dict[Path, Any]) -> list[str]:
         except OSError as exc:
             problems.append(f"could not delete {path.name}: {exc.strerror or type(exc).__name__}")
     return problems
+
+
+def stamps(paths: Iterable[Path]) -> dict[Path, FileStamp]:
+    """The :data:`FileStamp` of each of ``paths`` that exists (a :func:`snapshot` of just these files)."""
+    found: dict[Path, FileStamp] = {}
+    for path in paths:
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        found[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+class OutputLedger:
+    """What ComfyUI wrote while jobs ran, for what no job can claim: files nodes write without listing them
+    (CheckpointSave and the like) and the folders output prefixes create.
+
+    Several jobs' prompts pass through ComfyUI one after another while their
+    jobs overlap, so a difference of two snapshots cannot tell whose such a
+    file is. Each job deletes the files its prompt listed; the rest is swept
+    when the last job in flight leaves: from the snapshot taken when the first
+    one entered, when nothing of ours can be writing. Entering and leaving are
+    synchronous, on the worker's loop, so no job enters while a sweep runs.
+    """
+
+    def __init__(self, roots: Iterable[Path]) -> None:
+        self._roots = [root.resolve() for root in roots]  # keys comparable with resolved output paths
+        self._in_flight = 0
+        self._baseline: dict[Path, FileStamp] = {}
+
+    def enter(self) -> dict[Path, FileStamp]:
+        """A job's prompt is about to be queued; returns the folders' snapshot as it is now."""
+        before = snapshot(self._roots)
+        if self._in_flight == 0:
+            self._baseline = before
+        self._in_flight += 1
+        return before
+
+    def leave(self) -> list[str]:
+        """A job is done with ComfyUI's folders; the last one out sweeps. Returns problems met."""
+        self._in_flight -= 1
+        if self._in_flight:
+            return []
+        return remove_added(self._baseline, snapshot(self._roots))

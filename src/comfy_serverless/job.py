@@ -8,6 +8,12 @@ and the prompt's references are rewritten to it, so two jobs that both upload
 placed by the model cache at a stable path instead, so ComfyUI keeps them loaded.
 Whatever happens, the ``finally`` removes the job's inputs (releasing, not
 deleting, cached ones), outputs, previews and scratch files.
+
+Jobs overlap (MAX_CONCURRENT_JOBS): while one job's prompt executes, others
+fetch, convert, wait in ComfyUI's queue and upload. So a job's outputs are what
+ComfyUI lists for its prompt (see :mod:`.delivery`), never "whatever appeared
+in output/ meanwhile"; what no prompt lists is swept by the :class:`OutputLedger`.
+With streaming, each output is delivered as soon as ComfyUI reports its node.
 """
 
 from __future__ import annotations
@@ -18,26 +24,29 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .client import OutputCallback
 from .config import Config
 from .connector import ComfyConnector
+from .delivery import Delivery, Destination, without_data
 from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
 from .events import Progress
-from .files import FileStamp, remove_added, snapshot
+from .files import OutputLedger, remove_paths
 from .inputs import InputFetch, fetch_all
 from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
 from .model_cache import CacheEntry, ModelCache
-from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
 from .storage import S3Storage, parse_s3_uri
 from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_value_problem
 
 logger = logging.getLogger(__name__)
 
 ProgressSink = Callable[[dict[str, Any]], None]
+#: Receives each streamed item (an output as soon as it is delivered); see :meth:`JobRunner.stream`.
+ItemSink = Callable[[dict[str, Any]], None]
 
 #: Largest error result, as JSON. Errors are logged and returned to callers; a hostile payload with
 #: 100k problems (or ComfyUI's verdict on 100k nodes) must not turn into megabytes of result.
@@ -58,9 +67,8 @@ class _JobState:
     #: Per input: name, bytes, whether it came from the cache, and its fetch seconds (the result's ``inputs``).
     inputs: list[dict[str, Any]] = field(default_factory=list)
     history: dict[str, Any] = field(default_factory=dict)
-    #: ComfyUI's output and temp folders before and after the prompt ran: their difference is what it wrote.
-    before: dict[Path, FileStamp] = field(default_factory=dict)
-    after: dict[Path, FileStamp] = field(default_factory=dict)
+    #: Set once the job entered the OutputLedger (its prompt is about to be queued): its outputs, its files.
+    delivery: Delivery | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -74,9 +82,7 @@ class JobRunner:
         self._storage = storage
         self._cache = ModelCache.from_config(config)
         self._file_inputs: tuple[dict[str, Any], FileInputs] | None = None
-        # One prompt at a time between the two snapshots of a run, so that what appears in ComfyUI's folders
-        # meanwhile is that prompt's (jobs otherwise overlap: validation, fetches, uploads).
-        self._run_lock = asyncio.Lock()
+        self._ledger = OutputLedger((connector.folders.output, connector.folders.temp))
 
     def file_inputs(self) -> FileInputs:
         """The file inputs of ComfyUI's node types, built once per ``/object_info`` the connector loaded."""
@@ -88,17 +94,41 @@ class JobRunner:
     async def run(self, job_id: str, raw_input: object, progress: ProgressSink | None = None) -> dict[str, Any]:
         """The job's result: outputs on success, ``{"error": ...}`` for every error this package raises.
 
-        A cancelled job interrupts ComfyUI, cleans up and re-raises; anything else
-        escaping is a bug, and the RunPod SDK reports it as a failed job.
+        A cancelled job interrupts its prompt (only its own), cleans up and re-raises;
+        anything else escaping is a bug, and the RunPod SDK reports it as a failed job.
         """
+        return await self._job(job_id, raw_input, progress, None)
+
+    async def stream(self, job_id: str, raw_input: object,
+                     progress: ProgressSink | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The job as items: ``{"output": item}`` for each output as soon as it is delivered, then a final
+        item (``"done": true``) with what :meth:`run` returns but the outputs, or the error and the outputs
+        already ``delivered``. Closing the iterator early cancels the job (which cleans up)."""
+        items: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        job = asyncio.ensure_future(self._job(job_id, raw_input, progress,
+                                              lambda item: items.put_nowait({"output": item})))
+        job.add_done_callback(lambda _: items.put_nowait(None))
+        try:
+            while (item := await items.get()) is not None:
+                yield item
+            yield job.result()
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.wait({job})
+
+    async def _job(self, job_id: str, raw_input: object, progress: ProgressSink | None,
+                   emit: ItemSink | None) -> dict[str, Any]:
         started = time.monotonic()
         state = _JobState(job_id=job_id, scratch=self._config.scratch_path / f"job-{uuid.uuid4().hex}")
         try:
-            result = await self._run(state, raw_input, progress)
+            result = await self._run(state, raw_input, progress, emit)
         except ComfyServerlessError as exc:
             result = bounded_error(exc.to_dict())
             if isinstance(exc, ComfyUnavailableError) and exc.details.get("restart_failed"):
                 result["refresh_worker"] = True  # ComfyUI cannot come back here; RunPod gives a fresh worker
+            if emit is not None:
+                result["delivered"] = without_data(state.delivery.delivered if state.delivery else [])
         finally:
             cleanup_started = time.monotonic()
             await asyncio.shield(self._cleanup(state))
@@ -107,12 +137,15 @@ class JobRunner:
         if "error" not in result:
             result["inputs"] = state.inputs
             result["timings"] = {k: round(v, 4) for k, v in state.timings.items()}
-            result["warnings"] = state.warnings
+            result["warnings"] = state.warnings + (state.delivery.warnings if state.delivery else [])
+        if emit is not None:
+            result["done"] = True
         if self._config.refresh_worker:
             result["refresh_worker"] = True
         return result
 
-    async def _run(self, state: _JobState, raw_input: object, progress: ProgressSink | None) -> dict[str, Any]:
+    async def _run(self, state: _JobState, raw_input: object, progress: ProgressSink | None,
+                   emit: ItemSink | None) -> dict[str, Any]:
         # Work proportional to the payload runs in a thread, so the loop stays responsive and a cancel
         # takes effect at once; every check on the payload is linear in its size.
         spec = await asyncio.to_thread(parse_job_input, raw_input, self._config)
@@ -137,31 +170,29 @@ class JobRunner:
             extra_data["extra_pnginfo"] = {"workflow": spec.workflow}
         if spec.comfy_org_api_key:
             extra_data["api_key_comfy_org"] = spec.comfy_org_api_key
-        folders = (self._connector.folders.output, self._connector.folders.temp)
-        async with self._run_lock:
-            state.before = snapshot(folders)
-            try:
-                state.history = await self._connector.run_prompt(
-                    prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
-                    progress=_throttled(progress, self._config.progress_interval_s) if progress else None)
-            finally:
-                state.after = snapshot(folders)
-        prompt_id, entry = next(iter(state.history.items()))
+        throttled = _throttled(progress, self._config.progress_interval_s) if progress else None
 
-        with _timer(state, "upload"):
-            listed, texts, warnings = collect_outputs(entry, self._connector.folders,
-                                                      include_temp=spec.output.include_temp)
-            files, not_written = written_by_prompt(listed, state.before, state.after)
-            state.warnings.extend(warnings + not_written)
-            if destination is None:
-                delivered = await inline_outputs(files, max_bytes=self._config.inline_output_max_bytes)
-            else:
-                bucket, prefix = destination
-                assert self._storage is not None
-                delivered = await upload_outputs(files, self._storage, bucket, prefix, state.job_id,
-                                                 presign=spec.output.presign, expires_s=spec.output.expires_s)
-        delivered += [{"node_id": t.node_id, "kind": "text", "text": t.text} for t in texts]
-        return {"prompt_id": prompt_id, "history": {prompt_id: _result_history(entry)}, "outputs": delivered}
+        async def run(on_executed: OutputCallback | None) -> None:
+            state.history = await self._connector.run_prompt(
+                prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
+                progress=throttled, on_executed=on_executed)
+
+        state.delivery = Delivery(self._connector.folders, self._ledger.enter(), destination, self._storage,
+                                  state.job_id)
+        if emit is None:
+            await run(None)
+        else:
+            await _run_streaming(run, state.delivery, emit)
+        prompt_id, entry = next(iter(state.history.items()))
+        with _timer(state, "upload"):  # streaming: what ComfyUI listed only in the history (a message lost)
+            delivered = await state.delivery.deliver(entry.get("outputs") or {})
+        result: dict[str, Any] = {"prompt_id": prompt_id, "history": {prompt_id: _result_history(entry)}}
+        if emit is None:
+            result["outputs"] = delivered
+        else:
+            for item in delivered:
+                emit(item)
+        return result
 
     def _prepare_prompt(self, workflow: Prompt, spec: JobSpec, own: set[str]) -> Prompt:
         """The prompt to run, before its inputs are fetched: checked, copied (the caller's job stays as it
@@ -174,18 +205,18 @@ class JobRunner:
         check_file_inputs(prompt, self.file_inputs(), own)
         return prompt
 
-    def _output_destination(self, spec: JobSpec) -> tuple[str, str] | None:
-        """``(bucket, prefix)`` for S3 delivery, ``None`` for inline; decided before any work is done."""
+    def _output_destination(self, spec: JobSpec) -> Destination:
+        """Where the outputs go (S3, or inline); decided before any work is done."""
         output = spec.output
-        if output.mode == "inline":
-            return None
-        uri = output.s3_uri if output.mode == "s3" else self._config.output_s3_uri
-        if not uri:
-            return None
-        if self._storage is None:
-            raise StorageError("output.s3_uri needs S3 credentials: set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID "
-                               "and BUCKET_SECRET_ACCESS_KEY (or the AWS credential chain)")
-        return parse_s3_uri(uri, require_key=False)
+        uri = {"inline": "", "s3": output.s3_uri}.get(output.mode, self._config.output_s3_uri)
+        bucket, prefix = None, ""
+        if uri:
+            if self._storage is None:
+                raise StorageError("output.s3_uri needs S3 credentials: set BUCKET_ENDPOINT_URL, "
+                                   "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (or the AWS credential chain)")
+            bucket, prefix = parse_s3_uri(uri, require_key=False)
+        return Destination(bucket, prefix, presign=output.presign, expires_s=output.expires_s,
+                           include_temp=output.include_temp, inline_max_bytes=self._config.inline_output_max_bytes)
 
     def _check_model_folders(self, inputs: tuple[InputSpec, ...]) -> None:
         """A ``models`` input's subfolder must name a model folder this ComfyUI knows; checked before fetching."""
@@ -245,10 +276,13 @@ class JobRunner:
         return Path(placed)
 
     async def _cleanup(self, state: _JobState) -> None:
-        """Remove exactly what this job added: its inputs, and what its prompt wrote (listed or not)."""
+        """Remove exactly what this job added: its inputs and the files its prompt wrote; the last job out of
+        the ledger also sweeps what no prompt listed."""
         problems = self._connector.delete_ephemeral(state.placed)
         self._cache.release(state.cached)
-        problems += remove_added(state.before, state.after)
+        if state.delivery is not None:
+            problems += remove_paths(state.delivery.owned, ())
+            problems += self._ledger.leave()
         if state.history:
             await self._connector.forget_history(list(state.history))
         shutil.rmtree(state.scratch, ignore_errors=True)
@@ -256,18 +290,29 @@ class JobRunner:
             logger.warning("cleanup: %s", problem)
 
 
-def written_by_prompt(files: list[FileOutput], before: dict[Path, FileStamp],
-                      after: dict[Path, FileStamp]) -> tuple[list[FileOutput], list[str]]:
-    """The listed outputs that the prompt wrote (new or changed between the snapshots), and a warning for each
-    other: a file an earlier job or the image put there is neither returned nor deleted."""
-    written, warnings = [], []
-    for output in files:
-        if output.path in after and before.get(output.path) != after[output.path]:
-            written.append(output)
-        else:
-            warnings.append(f"node {output.node_id} listed {output.folder_type} file {output.relative_name!r}, "
-                            "which this job did not write; not returned")
-    return written, warnings
+async def _run_streaming(run: Callable[[OutputCallback], Awaitable[None]], delivery: Delivery,
+                         emit: ItemSink) -> None:
+    """``run`` the prompt while its outputs are delivered node by node, each emitted once delivered.
+
+    A failed delivery cancels the run (which stops the prompt); a failed run cancels the deliveries.
+    """
+    reported: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def deliver_reported() -> None:
+        while (outputs := await reported.get()) is not None:
+            for item in await delivery.deliver(outputs):
+                emit(item)
+
+    async def run_then_close() -> None:
+        await run(lambda node_id, output: reported.put_nowait({node_id: output}))
+        reported.put_nowait(None)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(deliver_reported())
+            group.create_task(run_then_close())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the first failure is the cause; the other task was cancelled
 
 
 def _placement(spec: InputSpec, job_folder: str) -> tuple[str, str]:

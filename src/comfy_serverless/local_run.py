@@ -13,7 +13,7 @@ import argparse
 import base64
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -89,6 +89,20 @@ def _size(count: int) -> str:
     if count < 1024 * 1024:
         return f"{count / 1024:.1f} KB"
     return f"{count / (1024 * 1024):.1f} MB"
+
+
+def collected(stream: Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]) -> Handle:
+    """A streaming handler as one that returns the plain result: outputs gathered from the items, then the
+    final item's fields, so the summary and ``--json`` look the same in both modes."""
+    async def handle(job: dict[str, Any]) -> dict[str, Any]:
+        outputs, final = [], {}
+        async for item in stream(job):
+            if "output" in item:
+                outputs.append(item["output"])
+            else:
+                final = {key: value for key, value in item.items() if key != "done"}
+        return final if "error" in final else {**final, "outputs": outputs}
+    return handle
 
 
 async def run_local(handle: Handle, job: dict[str, Any], args: argparse.Namespace,

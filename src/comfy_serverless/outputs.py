@@ -94,9 +94,12 @@ def collect_outputs(history_entry: dict[str, Any], folders: ComfyFolders, *,
 
 
 async def upload_outputs(files: list[FileOutput], storage: S3Storage, bucket: str, prefix: str, job_id: str, *,
-                         presign: bool, expires_s: int) -> list[dict[str, Any]]:
-    """Upload every file concurrently; all succeed or a StorageError is raised (nothing half-reported)."""
-    used: set[str] = set()
+                         presign: bool, expires_s: int, used: set[str] | None = None) -> list[dict[str, Any]]:
+    """Upload every file concurrently; all succeed or a StorageError is raised (nothing half-reported).
+
+    ``used`` holds the keys a job's earlier uploads took (streaming uploads node by node); it is updated.
+    """
+    used = set() if used is None else used
     keys = []
     for output in files:
         key = _key(prefix, job_id, output.relative_name)

@@ -15,7 +15,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from .config import Config
@@ -58,10 +58,36 @@ class Worker:
             future.cancel()
             raise
 
-    async def handle(self, job: dict[str, Any], progress: ProgressSink | None = None) -> dict[str, Any]:
+    def _require_runner(self) -> JobRunner:
         if self._runner is None:
             raise RuntimeError("Worker.start() has not been called")
-        return await self.call(self._runner.run(str(job.get("id", "local")), job.get("input"), progress))
+        return self._runner
+
+    async def handle(self, job: dict[str, Any], progress: ProgressSink | None = None) -> dict[str, Any]:
+        """One job's result (a dict). Several may run at once, from one loop or several."""
+        return await self.call(self._require_runner().run(str(job.get("id", "local")), job.get("input"), progress))
+
+    async def stream(self, job: dict[str, Any], progress: ProgressSink | None = None) -> AsyncIterator[dict[str, Any]]:
+        """One job's items (:meth:`JobRunner.stream`), each handed to the caller's loop as soon as it is made.
+
+        Closing the iterator, or cancelling the caller, cancels the job on the worker loop.
+        """
+        runner = self._require_runner()
+        caller = asyncio.get_running_loop()
+        items: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            async for item in runner.stream(str(job.get("id", "local")), job.get("input"), progress):
+                caller.call_soon_threadsafe(items.put_nowait, item)
+
+        future = asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        future.add_done_callback(lambda _: caller.call_soon_threadsafe(items.put_nowait, None))
+        try:
+            while (item := await items.get()) is not None:
+                yield item
+            future.result()  # a bug in the pipeline surfaces here, as an exception the SDK reports
+        finally:
+            future.cancel()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop ComfyUI and Chromium on the worker loop, then the loop. Idempotent."""

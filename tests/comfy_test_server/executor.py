@@ -314,7 +314,7 @@ class PromptExecutor:
         self.server.send_sync("progress", {"value": value, "max": total, "prompt_id": self.progress.prompt_id,
                                            "node": node_id}, self.server.client_id)
 
-    def _apply_node_faults(self, node_id: str) -> None:
+    def _apply_node_faults(self, node_id: str, class_type: str) -> None:
         if self.faults.consume("hang_ignoring_interrupt"):
             logging.info("[fault] hanging forever, ignoring interrupts")
             while True:
@@ -333,7 +333,8 @@ class PromptExecutor:
         message = self.faults.consume("fail_next_prompt_with")
         if message:
             raise RuntimeError(str(message))
-        delay = float(self.faults.get("node_delay_s", 0) or 0)
+        delay = float((self.faults.get("class_delay_s") or {}).get(class_type, 0)  # slow nodes, as a GPU has them
+                      or self.faults.get("node_delay_s", 0) or 0)
         steps = int(self.faults.get("progress_steps", 0) or 0)
         if delay > 0 or steps > 0:
             self._wait(delay, steps=steps, node_id=node_id)
@@ -370,7 +371,7 @@ class PromptExecutor:
             for i in range(max(max_len, 1)):
                 self.interrupt.throw_if_interrupted()  # nodes.before_node_execution()
                 if i == 0:
-                    self._apply_node_faults(node_id)
+                    self._apply_node_faults(node_id, class_type)
                 args = {k: v[i if len(v) > i else -1] for k, v in input_data.items()} if max_len else {}
                 results.append(func(**args))
 

@@ -18,7 +18,7 @@ from typing import Any
 ONE_SHOT = ("exit_during_next_prompt", "hang_next_prompt", "hang_ignoring_interrupt",
             "drop_websocket_during_next_prompt", "fail_next_prompt_with")
 #: Faults that persist until reset.
-PERSISTENT = ("node_delay_s", "progress_steps")
+PERSISTENT = ("node_delay_s", "progress_steps", "class_delay_s")
 KNOWN = ONE_SHOT + PERSISTENT
 
 
