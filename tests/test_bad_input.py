@@ -471,7 +471,7 @@ async def test_random_input_never_raises(raw: object, runner: JobRunner, connect
         assert len(spies.queued) == queued_before or result["error_type"] in (
             "ExecutionError", "PromptValidationError"), result  # a prompt ComfyUI accepted, then failed
     else:
-        assert set(result) == {"prompt_id", "history", "outputs", "timings", "warnings"}, result
+        assert set(result) == {"prompt_id", "history", "outputs", "inputs", "timings", "warnings"}, result
     assert len(await history(connector)) == before
     assert spies.connections == [] and spies.blocked_lookups == []
 
