@@ -56,45 +56,38 @@ check_python() {
         || die "$PYTHON cannot create virtual environments; install python3-venv (apt-get install python3-venv)"
 }
 
-# .venv with builder/requirements-dev.txt and the worker installed editable.
-ensure_venv() {
-    local stamp=$VENV/.setup-stamp key
-    key=$(fingerprint builder/requirements.txt builder/requirements-dev.txt pyproject.toml)
-    if [[ -x $VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
+# A venv at $1 holding the requirements file $2 and the worker installed editable; done again
+# when either changes. With $3 = fresh it is made anew rather than updated, so that it holds
+# exactly those requirements.
+ensure_worker_venv() {
+    local venv=$1 requirements=$2 fresh=${3:-} stamp=$1/.setup-stamp key
+    key=$(fingerprint builder/requirements.txt "$requirements" pyproject.toml)
+    if [[ -x $venv/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
         return
     fi
-    if [[ ! -x $VENV/bin/python ]]; then
-        check_python
-        log "creating $VENV"
-        "$PYTHON" -m venv "$VENV"
+    if [[ $fresh == fresh ]]; then
+        rm -rf "$venv"
     fi
-    log "installing builder/requirements-dev.txt into $VENV"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q -r builder/requirements-dev.txt \
-        || die "installing builder/requirements-dev.txt failed (see above)"
-    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
-        || die "installing the worker (pip install -e .) failed (see above)"
+    if [[ ! -x $venv/bin/python ]]; then
+        check_python
+        log "creating $venv"
+        "$PYTHON" -m venv "$venv"
+    fi
+    log "installing $requirements into $venv"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$requirements" \
+        || die "installing $requirements into $venv failed (see above)"
+    "$venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
+        || die "installing the worker (pip install -e .) into $venv failed (see above)"
     echo "$key" > "$stamp"
 }
 
-# .venv-runtime: the worker as the image and README's COMFYUI_PATH layout install it, from
-# builder/requirements.txt alone (no frontend package, no test tools); the tests start the worker
-# from it once, so a start that only works with the dev requirements fails `make test`.
-ensure_runtime_venv() {
-    local stamp=$RUNTIME_VENV/.setup-stamp key
-    key=$(fingerprint builder/requirements.txt pyproject.toml)
-    if [[ -x $RUNTIME_VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
-        return
-    fi
-    rm -rf "$RUNTIME_VENV"  # exactly requirements.txt: nothing left over from an older set
-    check_python
-    log "creating $RUNTIME_VENV from builder/requirements.txt"
-    "$PYTHON" -m venv "$RUNTIME_VENV"
-    "$RUNTIME_VENV/bin/python" -m pip install --disable-pip-version-check -q -r builder/requirements.txt \
-        || die "installing builder/requirements.txt into $RUNTIME_VENV failed (see above)"
-    "$RUNTIME_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps -e . \
-        || die "installing the worker into $RUNTIME_VENV failed (see above)"
-    echo "$key" > "$stamp"
-}
+# .venv: everything `make test` and `make lint` need.
+ensure_venv() { ensure_worker_venv "$VENV" builder/requirements-dev.txt; }
+
+# .venv-runtime: the worker as README's COMFYUI_PATH layout installs it, from builder/requirements.txt
+# alone (no frontend package, no test tools); the tests start the worker from it once, so a start
+# that only works with the dev requirements fails `make test`.
+ensure_runtime_venv() { ensure_worker_venv "$RUNTIME_VENV" builder/requirements.txt fresh; }
 
 # The newest frontend release, which the conversion tests run against beside the pinned one:
 # installed into .frontend-latest/, as the venv cannot hold a second version of the package.

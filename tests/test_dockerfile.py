@@ -8,7 +8,6 @@ reject what they must.
 
 from __future__ import annotations
 
-import ast
 import fnmatch
 import hashlib
 import importlib.metadata
@@ -25,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDER = ROOT / "builder"
@@ -318,17 +319,8 @@ def test_requirements_are_pinned(name):
 def _third_party_imports(paths: list[Path], local: set[str]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
-                continue
-            for module in modules:
-                top = module.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in local and top != "__future__":
-                    found.setdefault(top, path)
+        for top in third_party_imports(path, local):
+            found.setdefault(top, path)
     return found
 
 

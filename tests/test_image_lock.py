@@ -10,7 +10,6 @@ imports of ComfyUI at the pinned ref are listed here too and checked against the
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shlex
@@ -20,6 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDER = ROOT / "builder"
@@ -185,17 +186,8 @@ def comfyui_third_party_imports(comfy: Path) -> dict[str, str]:
         relative = path.relative_to(comfy).as_posix()
         if relative.split("/")[0] in ("tests", "tests-unit", "script_examples", "custom_nodes", ".ci"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            if isinstance(node, ast.Import):
-                modules = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                modules = [node.module]
-            else:
-                continue
-            for module in modules:
-                top = module.split(".")[0]
-                if top not in sys.stdlib_module_names and top not in local and top != "__future__":
-                    found.setdefault(top, relative)
+        for top in third_party_imports(path, local):
+            found.setdefault(top, relative)
     return found
 
 
