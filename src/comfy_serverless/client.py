@@ -256,10 +256,7 @@ class ComfyClient:
     async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker,
                       deadlines: _Deadlines) -> dict[str, Any]:
         while True:
-            try:
-                event = await asyncio.wait_for(watch.get(), deadlines.wait_s(tracker.started_at, SILENCE_CHECK_S))
-            except TimeoutError:
-                event = None
+            event = await _next_event(watch, deadlines.wait_s(tracker.started_at, SILENCE_CHECK_S))
             if event is None or event is _SOCKET_CLOSED:
                 entry = await self._settle(prompt_id, event is _SOCKET_CLOSED, tracker)
                 if entry is not None:
@@ -301,12 +298,11 @@ class ComfyClient:
         async def stopped() -> None:
             await self.interrupt(prompt_id)
             while True:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    event = await asyncio.wait_for(watch.get(), 0.5)
-                    if event is not _SOCKET_CLOSED:
-                        await tracker.observe(event.get("type"), event.get("data") or {})
-                        if event.get("type") in ("execution_interrupted", "execution_error", "execution_success"):
-                            return
+                event = await _next_event(watch, 0.5)
+                if event is not None and event is not _SOCKET_CLOSED:
+                    await tracker.observe(event.get("type"), event.get("data") or {})
+                    if event.get("type") in ("execution_interrupted", "execution_error", "execution_success"):
+                        return
                 entry = await self.history(prompt_id)
                 if entry is not None:
                     tracker.outputs.update(entry.get("outputs") or {})
@@ -358,6 +354,19 @@ class _Deadlines:
         left, phase, budget = self._left(started_at)
         if left <= 0:
             raise _OutOfTime(phase, budget)
+
+
+async def _next_event(watch: asyncio.Queue[Any], timeout_s: float) -> Any:
+    """The next message for a prompt, or ``None`` after ``timeout_s`` of silence.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it loses a cancel that arrives as a
+    message does, and a cancelled job must stop its prompt, however busy the socket.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await watch.get()
+    except TimeoutError:
+        return None
 
 
 class _RunTracker:
