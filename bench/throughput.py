@@ -18,6 +18,7 @@ from aiohttp import web
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.job import JobRunner
+from support.loopback import loopback_server
 
 from .common import REAL_COMFY, Figure, Report, median
 from .jobs import png_bytes
@@ -39,15 +40,8 @@ async def slow_input_server(body: bytes) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/input.png", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/input.png"
-    finally:
-        await runner.cleanup()
+    async with loopback_server(app) as url:
+        yield f"{url}/input.png"
 
 
 async def slow_blurs(connector: ComfyConnector, seconds: float) -> None:

@@ -41,6 +41,7 @@ from conftest import (
     pinned_frontend,
     write_config,
 )
+from support.loopback import loopback_server
 from ui_workflows import (
     add_node,
     chain,
@@ -347,11 +348,11 @@ async def test_the_frontend_page_reaches_no_host_but_comfyui(connector: ComfyCon
 
     app = web.Application()
     app.add_routes([web.get("/{path:.*}", record)])
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    other = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    async with loopback_server(app) as other:
+        await _convert_while_reaching_for(connector, other, hits)
+
+
+async def _convert_while_reaching_for(connector: ComfyConnector, other: str, hits: list[str]) -> None:
     converter = FrontendConverter(connector.config)
     try:
         await converter.launch()
@@ -376,7 +377,6 @@ async def test_the_frontend_page_reaches_no_host_but_comfyui(connector: ComfyCon
         assert await page.evaluate("async () => (await fetch('/object_info')).ok") is True
     finally:
         await converter.close()
-        await runner.cleanup()
 
 
 # --- execution ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from comfy_serverless.inputs import (
 from comfy_serverless.jobspec import InputSpec
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
+from support.loopback import loopback_server
 
 LABEL = "input.inputs[0] (photo.png)"
 PAYLOAD = os.urandom(300 * 1024)
@@ -108,13 +109,9 @@ async def http_server() -> AsyncIterator[HttpServer]:
     app.add_routes([web.get("/file.png", _file), web.get("/stream", _stream), web.get("/redirect", _redirect),
                     web.get("/chain/{hops}", _chain), web.get("/host", _host), web.get("/slow", _slow),
                     web.get("/late-404", _late_404)])
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    yield server
-    await runner.cleanup()
+    async with loopback_server(app) as url:
+        server.port = int(url.rpartition(":")[2])
+        yield server
 
 
 def local_config(**overrides: Any) -> Config:

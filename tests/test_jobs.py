@@ -22,6 +22,7 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from conftest import REAL_COMFY
 from fixtures_s3 import S3Server, s3_server  # noqa: F401 (a fixture)
+from support.loopback import loopback_server
 from ui_workflows import chain, invert, load_image, save_image
 
 
@@ -201,13 +202,8 @@ async def image_server() -> AsyncIterator[str]:
         return web.Response(body=png((50, 60, 70)), content_type="image/png")
 
     app.router.add_get("/img/{name}", image)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with loopback_server(app) as url:
+        yield url
 
 
 async def test_url_input_allowlisted(connector: ComfyConnector, scratch: Path, image_server: str) -> None:

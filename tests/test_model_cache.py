@@ -37,6 +37,7 @@ from comfy_serverless.model_cache import ModelCache
 from comfy_serverless.storage import S3Storage
 from conftest import REAL_COMFY
 from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
+from support.loopback import loopback_server
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
 
@@ -138,13 +139,9 @@ async def model_server() -> AsyncIterator[ModelServer]:
     server = ModelServer()
     app = web.Application()
     app.add_routes([web.get("/{tail:.*}", server.handle)])
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = runner.addresses[0][1]
-    yield server
-    await runner.cleanup()
+    async with loopback_server(app) as url:
+        server.port = int(url.rpartition(":")[2])
+        yield server
 
 
 # --- fixtures -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from comfy_serverless import ComfyConnector
 from conftest import TESTS_DIR, write_config
+from support.loopback import loopback_server
 
 RUNTIME_PYTHON = TESTS_DIR.parent / ".venv-runtime" / "bin" / "python"
 PROBE = TESTS_DIR / "support" / "runtime_probe.py"
@@ -36,17 +37,12 @@ async def test_runtime_only_install_boots_converts_runs_and_stays_offline(comfy_
 
     app = web.Application()
     app.add_routes([web.get("/{path:.*}", record)])
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
     config = write_config(tmp_path / "runtime.json", comfy_root, INITIAL_PORT=18650)
-    try:
+    async with loopback_server(app) as other:
         process = await asyncio.create_subprocess_exec(
-            str(RUNTIME_PYTHON), str(PROBE), str(config), f"http://127.0.0.1:{runner.addresses[0][1]}",
+            str(RUNTIME_PYTHON), str(PROBE), str(config), other,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stdout, stderr = await asyncio.wait_for(process.communicate(), 240)
-    finally:
-        await runner.cleanup()
     assert process.returncode == 0, stderr.decode()[-3000:]
     result = json.loads(stdout.decode().strip().splitlines()[-1])
     assert result["frontend_package"] is False  # really the runtime-only install

@@ -34,6 +34,7 @@ from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_reference
 from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import FileInputs, split_annotation
 from fixtures_s3 import S3Server, s3_server
+from support.loopback import loopback_server
 from test_bad_input import Spies, assert_nothing_ran, history, spies
 from test_jobs import data_uri, first_pixel, folder_state, image_server, invert_job, png, runner, scratch
 
@@ -361,12 +362,8 @@ async def redirector() -> AsyncIterator[str]:
         return web.Response(status=302, headers={"Location": request.query["to"]})
 
     app.router.add_get("/r", redirect)
-    app_runner = web.AppRunner(app)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/r"  # type: ignore[union-attr]
-    await app_runner.cleanup()
+    async with loopback_server(app) as url:
+        yield f"{url}/r"
 
 
 @pytest.fixture
@@ -608,12 +605,8 @@ async def slow_server() -> AsyncIterator[str]:
         return web.Response(body=IMAGE, content_type="image/png")
 
     app.router.add_get("/slow/{name}", slow)
-    app_runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slow"  # type: ignore[union-attr]
-    await app_runner.cleanup()
+    async with loopback_server(app, shutdown_timeout_s=0.1) as url:
+        yield f"{url}/slow"
 
 
 async def test_the_fetch_phase_has_its_own_deadline(connector: ComfyConnector, scratch: Path,

@@ -303,7 +303,8 @@ class FrontendConverter:
             await self.launch()
         assert self._browser is not None
         page = await self._browser.new_page()
-        router = _PageRouter(server_address, None, _set_event(), None, recording={},
+        recording: dict[str, RecordedResponse] = {}
+        router = _PageRouter(server_address, None, _set_event(), None, recording=recording,
                              known_static=_local_frontend_root())
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
@@ -311,13 +312,13 @@ class FrontendConverter:
             await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
             await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
             while True:  # late requests (templates, models) come after the app is ready
-                count = len(router.recording)
+                count = len(recording)
                 await asyncio.sleep(_RECORD_QUIET_S)
-                if len(router.recording) == count:
+                if len(recording) == count:
                     break
         finally:
             await page.close()
-        return FrontendRecord.from_responses(router.recording)
+        return FrontendRecord.from_responses(recording)
 
     async def convert(self, workflow: dict[str, Any]) -> dict[str, Any]:
         """The API prompt for a UI workflow (a fresh copy; callers may modify it)."""
@@ -491,9 +492,8 @@ class _PageRouter:
         self.origin = server_address
         self.static_root = static_root
         self.record = record
-        self.recording = recording if recording is not None else {}
+        self.recording = recording
         self.replayed = 0
-        self._recording = recording is not None
         self._known_static = known_static
         self._comfy_ready = comfy_ready
 
@@ -519,8 +519,8 @@ class _PageRouter:
                 await route.fulfill(status=recorded.status, content_type=recorded.content_type, body=recorded.body)
                 return
             await self._comfy_ready.wait()
-            if self._recording and not self._is_known_static(url.path):
-                await self._record_answer(route, key)
+            if self.recording is not None and not self._is_known_static(url.path):
+                await self._record_answer(self.recording, route, key)
             else:
                 await route.continue_()
         except PlaywrightError:
@@ -531,11 +531,11 @@ class _PageRouter:
             return path.startswith("/assets/")  # no package to compare with: keep all but the bundle
         return _static_file(self._known_static, path) is not None
 
-    async def _record_answer(self, route: Route, key: str) -> None:
+    async def _record_answer(self, recording: dict[str, RecordedResponse], route: Route, key: str) -> None:
         response = await route.fetch()
         body = await response.body()
         content_type = response.headers.get("content-type", "application/octet-stream")
-        self.recording[key] = RecordedResponse(response.status, content_type, body)
+        recording[key] = RecordedResponse(response.status, content_type, body)
         await route.fulfill(response=response, body=body)
 
 
