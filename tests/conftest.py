@@ -80,7 +80,7 @@ async def shared_connector(config_path: Path) -> ComfyConnector:
 
     It is a singleton, so one on another config is killed first.
     """
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None and instance._config_path != str(config_path):
         await instance.kill_api()
     return await ComfyConnector.create(str(config_path))
@@ -154,8 +154,8 @@ async def frontend_connector(frontend_config_path: Path) -> AsyncIterator[ComfyC
 @pytest.fixture(scope="session", autouse=True)
 async def _kill_connector_at_end() -> AsyncIterator[None]:
     yield
-    if ComfyConnector._instance is not None:
-        await ComfyConnector._instance.kill_api()
+    if ComfyConnector.current() is not None:
+        await ComfyConnector.current().kill_api()
 
 
 def load_workflow(name: str) -> dict[str, Any]:

@@ -356,7 +356,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
 
 
 async def history(connector: ComfyConnector) -> dict[str, Any]:
-    return await connector._require_client().get_json("/history")
+    return await connector.client.get_json("/history")
 
 
 async def assert_nothing_ran(connector: ComfyConnector, spies: Spies, history_before: dict[str, Any],
@@ -364,7 +364,7 @@ async def assert_nothing_ran(connector: ComfyConnector, spies: Spies, history_be
     assert spies.queued == [], "ComfyUI accepted a prompt for a bad job"
     assert spies.placed == [], "an input was placed in ComfyUI's folders for a bad job"
     assert await history(connector) == history_before
-    assert await connector._require_client().get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert await connector.client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
     assert folder_state(connector, scratch_dir) == folders_before
     assert spies.connections == [], f"a download connected to {spies.connections}"
     assert spies.blocked_lookups == [], f"DNS lookups of {spies.blocked_lookups} were attempted"

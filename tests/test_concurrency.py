@@ -64,12 +64,12 @@ def quick_job(prefix: str, **extra: Any) -> dict[str, Any]:
 
 
 async def comfy_history(connector: ComfyConnector) -> set[str]:
-    return set(await connector._require_client().get_json("/history"))
+    return set(await connector.client.get_json("/history"))
 
 
 async def queue_of(connector: ComfyConnector) -> tuple[list[str], list[str]]:
     """The filename prefixes of the prompts ComfyUI runs and of those it holds pending."""
-    queue = await connector._require_client().get_json("/queue")
+    queue = await connector.client.get_json("/queue")
 
     def prefixes(items: list[Any]) -> list[str]:
         return [node["inputs"]["filename_prefix"] for item in items for node in item[2].values()

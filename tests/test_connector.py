@@ -75,7 +75,7 @@ def slow_prompt() -> dict[str, Any]:
 
 
 async def set_faults(connector: ComfyConnector, **faults: Any) -> None:
-    status, _ = await connector._require_client().request("POST", "/_test/faults", faults)
+    status, _ = await connector.client.request("POST", "/_test/faults", faults)
     assert status == 200
 
 
@@ -478,7 +478,7 @@ async def test_interrupt_raises_a_distinct_error(connector: ComfyConnector) -> N
 
     async def interrupt_soon() -> None:
         await asyncio.sleep(1.0)
-        await connector._require_client().request("POST", "/interrupt", {})
+        await connector.client.request("POST", "/interrupt", {})
 
     interrupter = asyncio.create_task(interrupt_soon())
     with pytest.raises(ExecutionInterruptedError, match="interrupted"):
@@ -491,7 +491,7 @@ async def test_timeout_interrupts_and_the_next_run_works(connector: ComfyConnect
     with pytest.raises(RunTimeoutError) as caught:
         await connector.run_workflow(slow_prompt(), timeout_s=0.5)
     assert isinstance(caught.value, TimeoutError) and caught.value.details["stuck"] is False
-    queue = await connector._require_client().get_json("/queue")
+    queue = await connector.client.get_json("/queue")
     assert queue == {"queue_running": [], "queue_pending": []}
     if not REAL_COMFY:
         await set_faults(connector, reset=True)
@@ -510,7 +510,7 @@ async def test_progress_callback_receives_node_value_and_max(connector: ComfyCon
 
 async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: ComfyConnector) -> None:
     await slow_down(connector)
-    client = connector._require_client()
+    client = connector.client
 
     async def drop_soon() -> None:
         await asyncio.sleep(0.5)

@@ -29,7 +29,7 @@ async def fault_connector(comfy_root: Path, tmp_path_factory: pytest.TempPathFac
     """A connector with short grace periods, so that stuck-ComfyUI paths run in seconds."""
     path = write_config(tmp_path_factory.getbasetemp() / "faults.json", comfy_root, INTERRUPT_GRACE_S=1.5,
                         KILL_GRACE_S=2.0, INITIAL_PORT=18400)
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None and instance._config_path != str(path):
         await instance.kill_api()
     connector = await ComfyConnector.create(str(path))
@@ -105,7 +105,7 @@ async def test_cancelled_run_interrupts_comfy(fault_connector: ComfyConnector) -
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    queue = await fault_connector._require_client().get_json("/queue")
+    queue = await fault_connector.client.get_json("/queue")
     assert queue == {"queue_running": [], "queue_pending": []}
     await run_ok(fault_connector, "after-cancel")
 
@@ -113,7 +113,7 @@ async def test_cancelled_run_interrupts_comfy(fault_connector: ComfyConnector) -
 # --- boot faults: each boots its own connector ---------------------------------------------------
 async def boot(comfy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                **settings: object) -> ComfyConnector:
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None:
         await instance.kill_api()
     for key, value in env.items():
@@ -131,8 +131,8 @@ async def test_boot_exit_reports_code_and_log_tail_at_once(comfy_root: Path, tmp
     message = str(caught.value)
     assert "exited with code 3 during startup" in message and "Traceback" in message
     assert caught.value.details["exit_code"] == 3
-    assert ComfyConnector._instance is not None and ComfyConnector._instance.state is ConnectorState.ERROR
-    await ComfyConnector._instance.kill_api()
+    assert ComfyConnector.current() is not None and ComfyConnector.current().state is ConnectorState.ERROR
+    await ComfyConnector.current().kill_api()
     assert comfy_processes() == []
 
 
@@ -142,8 +142,8 @@ async def test_boot_slower_than_budget_is_a_clear_error(comfy_root: Path, tmp_pa
         await boot(comfy_root, tmp_path, monkeypatch, {"COMFY_TEST_BOOT_DELAY_S": "30"},
                    MAX_COMFY_START_ATTEMPTS=20, COMFY_START_ATTEMPTS_SLEEP=0.05)
     assert "last lines" in str(caught.value)
-    assert ComfyConnector._instance is not None
-    await ComfyConnector._instance.kill_api()
+    assert ComfyConnector.current() is not None
+    await ComfyConnector.current().kill_api()
     assert comfy_processes() == []
 
 
@@ -155,7 +155,7 @@ async def test_failing_self_test_leaves_state_error(comfy_root: Path, tmp_path: 
     with pytest.raises(ComfyStartError, match="self-test") as caught:
         await boot(comfy_root, tmp_path, monkeypatch, {}, TEST_PAYLOAD_FILE=str(bad))
     assert "width" in str(caught.value)
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     assert instance is not None and instance.state is ConnectorState.ERROR
     await instance.kill_api()
     assert instance.state is ConnectorState.KILLED and comfy_processes() == []

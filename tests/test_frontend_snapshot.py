@@ -41,7 +41,7 @@ def slow_boot(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def boot_with(comfy_root: Path, tmp_path: Path, record: Path | None) -> ComfyConnector:
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None:
         await instance.kill_api()
     settings = {"FRONTEND_SNAPSHOT": str(record)} if record else {}
@@ -110,8 +110,9 @@ async def test_an_unusable_record_stops_the_start_with_its_key(comfy_root: Path,
     bad.write_text(content)
     with pytest.raises(ConfigError, match="FRONTEND_SNAPSHOT .*bad.json cannot be used"):
         await boot_with(comfy_root, tmp_path, bad)
-    if ComfyConnector._instance is not None:
-        await ComfyConnector._instance.kill_api()
+    failed = ComfyConnector.current()
+    if failed is not None:
+        await failed.kill_api()
 
 
 def test_structure_hash_ignores_file_lists_only() -> None:

@@ -137,7 +137,7 @@ async def test_overrides_by_id_and_title(runner: JobRunner) -> None:
 
 async def test_invalid_schema_lists_every_problem_and_runs_nothing(runner: JobRunner,
                                                                  connector: ComfyConnector) -> None:
-    before = await connector._require_client().get_json("/history")
+    before = await connector.client.get_json("/history")
     result = await runner.run("job-invalid", {"workflow": "{", "inputs": [{"source": "file:///etc/passwd"}],
                                               "timeout_s": -1, "colour": "red"})
     assert result["error_type"] == "JobInputError"
@@ -146,7 +146,7 @@ async def test_invalid_schema_lists_every_problem_and_runs_nothing(runner: JobRu
     assert any(p.startswith("input.inputs[0].source") for p in problems)
     assert any(p.startswith("input.timeout_s") for p in problems)
     assert any("colour" in p for p in problems)
-    assert await connector._require_client().get_json("/history") == before
+    assert await connector.client.get_json("/history") == before
 
 
 async def test_inline_cap_error_tells_how_to_configure_s3(connector: ComfyConnector, scratch: Path) -> None:
@@ -191,7 +191,7 @@ async def test_cancelled_job_interrupts_cleans_up_and_reraises(runner: JobRunner
     with pytest.raises(asyncio.CancelledError):
         await task
     assert folder_state(connector, scratch) == before
-    assert await connector._require_client().get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert await connector.client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
 
 
 # --- URL inputs -------------------------------------------------------------------------------
@@ -251,13 +251,13 @@ async def test_s3_output_prefix_from_job_and_large_multipart(s3_runner: JobRunne
 
 async def test_missing_s3_object_names_the_input_and_queues_nothing(
         s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, scratch: Path) -> None:  # noqa: F811
-    before_history = await connector._require_client().get_json("/history")
+    before_history = await connector.client.get_json("/history")
     before = folder_state(connector, scratch)
     result = await s3_runner.run("job-missing", invert_job(inputs=[
         {"source": data_uri(png((1, 1, 1))), "name": "ok.png"},
         {"source": f"s3://{s3_server.bucket}/nope/photo.png"}]))
     assert result["error"].startswith("input.inputs[1] (photo.png)") and "does not exist" in result["error"]
-    assert await connector._require_client().get_json("/history") == before_history
+    assert await connector.client.get_json("/history") == before_history
     assert folder_state(connector, scratch) == before
 
 

@@ -111,7 +111,7 @@ async def test_validate_resources_is_false_after_kill_api_and_create_works_again
 
 # --- failed starts are RuntimeErrors ------------------------------------------------------------
 async def _create_expecting_runtime_error(path: Path) -> RuntimeError:
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None:
         await instance.kill_api()
     try:
@@ -120,7 +120,7 @@ async def _create_expecting_runtime_error(path: Path) -> RuntimeError:
         error = e
     else:
         pytest.fail("create() succeeded")
-    failed = ComfyConnector._instance
+    failed = ComfyConnector.current()
     if failed is not None:
         await failed.kill_api()
     assert [p for p in our_processes() if "main.py" in " ".join(p.cmdline())] == []

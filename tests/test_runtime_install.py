@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not RUNTIME_PYTHON.exists(),
 
 
 async def test_runtime_only_install_boots_converts_runs_and_stays_offline(comfy_root: Path, tmp_path: Path) -> None:
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None:
         await instance.kill_api()  # one ComfyUI at a time on this machine
     hits: list[str] = []

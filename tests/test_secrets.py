@@ -142,7 +142,7 @@ async def test_comfy_org_api_key_reaches_comfy_but_not_the_result(connector: Com
     runner = JobRunner(connector, Config(scratch_dir=str(scratch)), None)
     image = [{"source": data_uri(png((1, 2, 3))), "name": "photo.png"}]
     sent: list[dict[str, Any]] = []
-    client = connector._require_client()
+    client = connector.client
     queue_prompt = client.queue_prompt
 
     async def spy(prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any]) -> None:

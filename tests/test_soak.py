@@ -175,7 +175,7 @@ async def test_soak_two_hundred_mixed_jobs(runner: JobRunner, connector: ComfyCo
     before = folder_state(connector, scratch)
     procs_before = processes(connector)
     fds_before = psutil.Process().num_fds()
-    history_before = await connector._require_client().get_json("/history")
+    history_before = await connector.client.get_json("/history")
     assert procs_before["comfy"] == [connector.comfy_pid] and procs_before["chromium"], procs_before
 
     started = time.monotonic()
@@ -203,9 +203,9 @@ async def test_soak_two_hundred_mixed_jobs(runner: JobRunner, connector: ComfyCo
     assert procs_after["other"] == procs_before["other"], (procs_before, procs_after)
     fds_after = psutil.Process().num_fds()
     assert fds_after <= fds_before + FD_TOLERANCE, (fds_before, fds_after)
-    history = await connector._require_client().get_json("/history")
+    history = await connector.client.get_json("/history")
     left = set(history) - set(history_before)  # a restarted ComfyUI starts with an empty history
     assert not left, f"{len(left)} prompts left in ComfyUI's history"
-    assert await connector._require_client().get_json("/queue") == {"queue_running": [], "queue_pending": []}
+    assert await connector.client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
     print(f"soak: {JOBS} jobs in {elapsed:.1f} s; fds {fds_before} -> {fds_after}; {dict(counts)}; "
           f"processes {procs_after}")

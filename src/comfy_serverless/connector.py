@@ -99,9 +99,19 @@ class ComfyConnector:
         finally:
             cls._creating = None
 
+    @classmethod
+    def current(cls) -> ComfyConnector | None:
+        """The connector of this process (booting, ready or failed), or ``None`` when none is alive."""
+        return cls._instance
+
     @property
     def state(self) -> ConnectorState:
         return self._state
+
+    @property
+    def client(self) -> ComfyClient:
+        """The HTTP and websocket client of the running ComfyUI (for requests the connector has no method for)."""
+        return self._require_client()
 
     @property
     def server_address(self) -> str:
