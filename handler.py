@@ -7,20 +7,29 @@
 
 The cold start (ComfyUI, Chromium, frontend, self-test) happens here, once per
 container, before the SDK takes the first job, so no job pays for it.
+
+This is the RunPod adapter: what is RunPod's (the SDK's entry, its progress
+updates, ``refresh_worker``) stays in this file, and so do the process-wide
+concerns, signals and the exit hook, which stop the worker cleanly. Another
+platform's adapter would be a file like this one beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import Any
 
 import runpod
 
-from comfy_serverless import ComfyServerlessError, local_run
+from comfy_serverless import ComfyServerlessError, Config, local_run
 from comfy_serverless.worker import Worker
 
 logger = logging.getLogger("comfy_serverless.handler")
@@ -30,17 +39,26 @@ WORKER: Worker | None = None
 SDK_CONFIG: dict[str, Any] = {}
 
 
-def _progress_sink(job: dict[str, Any]):
+def _progress_sink(job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     """RunPod progress updates in production; a log line locally, where the SDK has nowhere to send them."""
     if os.environ.get("RUNPOD_WEBHOOK_GET_JOB"):
         return lambda progress: runpod.serverless.progress_update(job, progress)
     return lambda progress: logger.info("progress: %s", progress)
 
 
+def _for_runpod(result: dict[str, Any]) -> dict[str, Any]:
+    """Ask RunPod for a fresh worker after this job when REFRESH_WORKER says so, or when ComfyUI is gone
+    for good here (it died and could not be restarted): the next job would fail the same way."""
+    assert WORKER is not None
+    if WORKER.config.refresh_worker or not WORKER.can_run_jobs:
+        result["refresh_worker"] = True
+    return result
+
+
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """One RunPod job. Cancellation (RunPod's per-job stop) propagates: its prompt, and only it, is stopped."""
     assert WORKER is not None, "the worker is started before the SDK takes jobs"
-    return await WORKER.handle(job, _progress_sink(job))
+    return _for_runpod(await WORKER.handle(job, _progress_sink(job)))
 
 
 async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -51,7 +69,7 @@ async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """
     assert WORKER is not None, "the worker is started before the SDK takes jobs"
     async for item in WORKER.stream(job, _progress_sink(job)):
-        if item.get("refresh_worker"):
+        if item.get("done") and _for_runpod(item).get("refresh_worker"):
             SDK_CONFIG["refresh_worker"] = True
         yield item
 
@@ -68,7 +86,9 @@ def main() -> None:
             logger.error("%s", exc)
             sys.exit(1)
     try:
-        WORKER = Worker()
+        WORKER = Worker(Config.load())
+        atexit.register(WORKER.stop)
+        capture_signals(WORKER)
         WORKER.start()
     except ComfyServerlessError as exc:
         logger.error("worker failed to start: %s", exc)
@@ -81,6 +101,32 @@ def main() -> None:
     SDK_CONFIG.update(handler=stream_handler if streaming else handler, return_aggregate_stream=True,
                       concurrency_modifier=lambda _current: concurrency)
     runpod.serverless.start(SDK_CONFIG)
+
+
+def capture_signals(worker: Worker) -> None:
+    """On SIGTERM or SIGINT, stop the worker cleanly, then let the signal do what it did before.
+
+    The handler only starts the stop, in a thread: the worker stops ComfyUI and
+    Chromium on its own loop (never from under a thread using them), then the
+    signal is sent again with its earlier disposition restored (the default
+    ends the process). A second signal meanwhile acts at once. The RunPod SDK
+    sets handlers of its own once it runs: then its shutdown returns from
+    ``runpod.serverless.start`` and the exit hook stops the worker.
+    """
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, previous[signum])
+
+        def stop_then_resend() -> None:
+            worker.stop()
+            os.kill(os.getpid(), signum)
+
+        threading.Thread(target=stop_then_resend, name="comfy-serverless-stop", daemon=True).start()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler_before = signal.getsignal(sig)
+        previous[sig] = signal.SIG_DFL if handler_before is None else handler_before
+        signal.signal(sig, on_signal)
 
 
 def _is_local_one_shot() -> bool:

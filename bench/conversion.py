@@ -36,7 +36,7 @@ async def warm_samples(connector: ComfyConnector, workflow: dict[str, Any], coun
 
 async def fresh_context_samples(connector: ComfyConnector, workflow: dict[str, Any], count: int) -> list[float]:
     """The naive design: a new browser context, the frontend loaded into it, one conversion, closed."""
-    browser = connector._converter._browser
+    browser = connector.frontend.browser
     assert browser is not None
     samples = []
     for _ in range(count):

@@ -60,7 +60,7 @@ async def overhead(report: Report, connector: ComfyConnector, runner: JobRunner,
     encoded = base64.b64encode(image).decode()
     bare_inputs = []
     for index in range(count):  # a distinct file per run, as every job has its own input
-        path = connector.folders.input / f"bench-bare-{index}.png"
+        path = connector.files.folders.input / f"bench-bare-{index}.png"
         path.write_bytes(image)
         bare_inputs.append(path)
     bare, worker = [], []
@@ -75,7 +75,7 @@ async def overhead(report: Report, connector: ComfyConnector, runner: JobRunner,
             assert "error" not in result, result
     for path in bare_inputs:
         path.unlink()
-    for path in connector.folders.output.glob("bare*"):
+    for path in connector.files.folders.output.glob("bare*"):
         path.unlink()
     added = (median(worker) - median(bare)) * 1000
     report.add(Figure("per job: worker end to end (inline in/out)", median(worker) * 1000, "ms", median(bare) * 1000,
@@ -111,7 +111,7 @@ async def s3_transfer(report: Report, runner: JobRunner, client: Any, bucket: st
 def folder_snapshot(connector: ComfyConnector) -> dict[str, int]:
     snapshot = {}
     for name in ("input", "output", "temp"):
-        folder = connector.folders.for_type(name)
+        folder = connector.files.folders.for_type(name)
         files = [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
         snapshot[f"{name}_files"] = len(files)
         snapshot[f"{name}_bytes"] = sum(p.stat().st_size for p in files)

@@ -42,7 +42,7 @@ def _measure(processes: list[psutil.Process]) -> tuple[int, int]:
 
 def chromium_processes(connector: ComfyConnector) -> list[psutil.Process]:
     """The connector's Chromium processes, each once though it is in several trees."""
-    return list({p.pid: p for pid in connector._converter._chromium_pids for p in _tree(pid)}.values())
+    return list({p.pid: p for pid in connector.frontend.chromium_pids for p in _tree(pid)}.values())
 
 
 def chromium_pss(connector: ComfyConnector) -> int:
@@ -63,7 +63,7 @@ class MemorySampler:
         groups = {
             "worker": [psutil.Process()],
             "chromium": chromium_processes(self._connector),
-            "comfyui": _tree(self._connector.comfy_pid),
+            "comfyui": _tree(self._connector.comfy.pid),
         }
         for name, processes in groups.items():
             rss, pss = _measure(processes)

@@ -75,7 +75,7 @@ async def run(report: Report, connector: ComfyConnector, s3: Any, workdir: Path)
     photo = "data:image/png;base64," + base64.b64encode(png_bytes(256, noise=False)).decode()
     config = s3.config(scratch_dir=str(workdir / "scratch"), model_cache_dir=str(workdir / "model-cache"))
     runner = JobRunner(connector, config, S3Storage.from_config(config))
-    model_folder = connector.model_folder("upscale_models")
+    model_folder = connector.files.model_folder("upscale_models")
     before = set(model_folder.iterdir()) if model_folder.exists() else set()
     try:
         first, second = [await runner.run(f"cache-bench-{index}", job(s3.bucket, photo)) for index in (1, 2)]

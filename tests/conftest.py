@@ -81,7 +81,7 @@ async def shared_connector(config_path: Path) -> ComfyConnector:
     It is a singleton, so one on another config is killed first.
     """
     instance = ComfyConnector.current()
-    if instance is not None and instance._config_path != str(config_path):
+    if instance is not None and instance.config_path != str(config_path):
         await instance.kill_api()
     return await ComfyConnector.create(str(config_path))
 

@@ -30,6 +30,7 @@ from comfy_serverless import job as job_module
 from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.errors import PromptValidationError
+from comfy_serverless.folders import ComfyFiles
 from comfy_serverless.inputs import PinnedResolver, fetch_all
 from comfy_serverless.job import JobRunner
 from test_jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png, runner, scratch
@@ -316,14 +317,14 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
     spies = Spies()
     queue_prompt = ComfyClient.queue_prompt
     resolve = PinnedResolver.resolve
-    upload_data = ComfyConnector.upload_data_async
+    upload_async = ComfyFiles.upload_async
     getaddrinfo = socket.getaddrinfo
 
     async def spy_queue_prompt(self: ComfyClient, prompt: dict[str, Any], *args: Any, **kwargs: Any) -> None:
         try:
             await queue_prompt(self, prompt, *args, **kwargs)
         except PromptValidationError as exc:
-            if exc.details.get("queued"):  # ComfyUI queued the valid part
+            if exc.queued:  # ComfyUI queued the valid part
                 spies.queued.append(prompt)
             raise
         spies.queued.append(prompt)
@@ -332,8 +333,8 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
         spies.fetched.extend(spec.field for spec, _ in items)
         return await fetch_all(items, **kwargs)
 
-    async def spy_upload_data(self: ComfyConnector, *args: Any, **kwargs: Any) -> str:
-        placed = await upload_data(self, *args, **kwargs)
+    async def spy_upload_async(self: ComfyFiles, *args: Any, **kwargs: Any) -> str:
+        placed = await upload_async(self, *args, **kwargs)
         spies.placed.append(placed)
         return placed
 
@@ -349,7 +350,7 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
 
     monkeypatch.setattr(ComfyClient, "queue_prompt", spy_queue_prompt)
     monkeypatch.setattr(PinnedResolver, "resolve", spy_resolve)
-    monkeypatch.setattr(ComfyConnector, "upload_data_async", spy_upload_data)
+    monkeypatch.setattr(ComfyFiles, "upload_async", spy_upload_async)
     monkeypatch.setattr(job_module, "fetch_all", spy_fetch_all)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield spies

@@ -170,7 +170,7 @@ async def test_comfyui_killed_with_two_jobs_in_flight(runner: JobRunner, connect
                                                       scratch: Path) -> None:  # noqa: F811
     """Both jobs fail cleanly (no refresh_worker: ComfyUI comes back), one restart, the next job runs."""
     before = folder_state(connector, scratch)
-    old_pid = connector.comfy_pid
+    old_pid = connector.comfy.pid
     jobs = [asyncio.create_task(runner.run("job-a", slow_job("killed-a"))),
             asyncio.create_task(runner.run("job-b", slow_job("killed-b")))]
     await running_and_pending(connector, "killed-a", "killed-b")
@@ -181,7 +181,7 @@ async def test_comfyui_killed_with_two_jobs_in_flight(runner: JobRunner, connect
         assert result["error_type"] == "ComfyUnavailableError" and "refresh_worker" not in result, result
     after = await runner.run("job-c", quick_job("after-kill"))
     assert "error" not in after, after
-    assert connector.comfy_pid != old_pid and [p.pid for p in comfy_processes()] == [connector.comfy_pid]
+    assert connector.comfy.pid != old_pid and [p.pid for p in comfy_processes()] == [connector.comfy.pid]
     assert folder_state(connector, scratch) == before
 
 

@@ -79,7 +79,7 @@ def test_secrets_are_not_in_repr() -> None:
 
 
 def test_comfy_folders_follow_directory_flags(tmp_path: Path) -> None:
-    from comfy_serverless.process import ComfyFolders
+    from comfy_serverless.folders import ComfyFolders
     config = Config.load(environ={"COMFYUI_PATH": str(tmp_path),
                                   "COMFY_EXTRA_ARGS": "--output-directory /data/out --temp-directory /scratch"})
     folders = ComfyFolders.from_config(config)

@@ -88,7 +88,7 @@ async def slow_down(connector: ComfyConnector) -> None:
 def output_paths(connector: ComfyConnector, history: dict[str, Any]) -> list[Path]:
     from comfy_serverless.outputs import collect_outputs
     return [f.path for entry in history.values()
-            for f in collect_outputs(entry, connector.folders, include_temp=True)[0]]
+            for f in collect_outputs(entry, connector.files.folders, include_temp=True)[0]]
 
 
 def our_processes() -> list[psutil.Process]:
@@ -142,19 +142,19 @@ async def test_kill_api_is_idempotent_and_leaves_no_process(connector: ComfyConn
 
 
 async def test_comfy_dead_between_runs_is_restarted(connector: ComfyConnector) -> None:
-    old_pid, old_address = connector.comfy_pid, connector.server_address
+    old_pid, old_address = connector.comfy.pid, connector.server_address
     assert old_pid is not None
     os.killpg(old_pid, signal.SIGKILL)
     await asyncio.sleep(0.3)
     history = await connector.run_workflow(api_prompt(prefix="after-restart"))
-    assert connector.comfy_pid != old_pid
+    assert connector.comfy.pid != old_pid
     assert all(p.exists() for p in output_paths(connector, history))
     comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
-    assert [p.pid for p in comfy] == [connector.comfy_pid]
+    assert [p.pid for p in comfy] == [connector.comfy.pid]
     assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
     # a restart picks a free port afresh; the old one may be reused since it was released
     assert connector.server_address.startswith("http://127.0.0.1:") and old_address
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 # --- conversion --------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ async def fresh_converter(config: Config, server_address: str) -> AsyncIterator[
 async def test_the_page_runs_the_frontend_under_test(frontend_connector: ComfyConnector, frontend: Frontend) -> None:
     """The worker preloads the pinned frontend from disk while ComfyUI boots; a ComfyUI serving
     another build must get its own loaded instead, or the newest-frontend tier tests nothing."""
-    assert frontend_connector._converter._page is not None
-    assert await frontend_connector._converter._page.evaluate(FRONTEND_VERSION_JS) == frontend.version
+    assert frontend_connector.frontend.page is not None
+    assert await frontend_connector.frontend.page.evaluate(FRONTEND_VERSION_JS) == frontend.version
 
 
 async def test_converts_ui_workflow_with_the_real_frontend(frontend_connector: ComfyConnector) -> None:
@@ -307,8 +307,8 @@ async def test_conversion_timeout_retries_then_raises_timeout(frontend_connector
 
 
 async def test_crashed_chromium_is_restarted_on_next_conversion(frontend_connector: ComfyConnector) -> None:
-    converter = frontend_connector._converter
-    for pid in list(converter._chromium_pids):
+    converter = frontend_connector.frontend
+    for pid in converter.chromium_pids:
         psutil.Process(pid).kill()
     await asyncio.sleep(0.5)
     prompt = await frontend_connector.get_prompt_from_workflow(chain(empty_image(71, 9), preview_image()))
@@ -390,14 +390,14 @@ async def test_run_ui_workflow_returns_history_with_outputs(connector: ComfyConn
     (image,) = entry["outputs"]["3"]["images"]
     assert image["filename"].startswith("run-ui_") and image["type"] == "output"
     assert all(p.is_file() for p in output_paths(connector, history))
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 async def test_run_api_prompt_without_conversion(connector: ComfyConnector) -> None:
     history = await connector.run_workflow(api_prompt(prefix="api"), use_workflow_json=False)
     (entry,) = history.values()
     assert "extra_pnginfo" not in entry["prompt"][3]
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 async def test_use_workflow_json_false_rejects_ui_format(connector: ComfyConnector) -> None:
@@ -410,7 +410,7 @@ async def test_same_prompt_twice_gives_existing_files_both_times(connector: Comf
         history = await connector.run_workflow(api_prompt(prefix="repeat"))
         paths = output_paths(connector, history)
         assert paths and all(p.is_file() for p in paths)
-        connector.delete_outputs(history)
+        connector.files.delete_outputs(history)
 
 
 async def test_validation_error_names_node_class_and_input(connector: ComfyConnector) -> None:
@@ -435,10 +435,10 @@ async def test_partially_valid_prompt_fails_and_leaves_no_files(connector: Comfy
     prompt = api_prompt(prefix="partial-valid")
     prompt["4"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}}
     prompt["5"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "partial-bad"}}
-    before = sorted(connector.folders.output.rglob("*"))
+    before = sorted(connector.files.folders.output.rglob("*"))
     with pytest.raises(PromptValidationError, match=r"node 4 \(EmptyImage\) input 'width'"):
         await connector.run_workflow(prompt)
-    assert sorted(connector.folders.output.rglob("*")) == before
+    assert sorted(connector.files.folders.output.rglob("*")) == before
 
 
 async def test_value_out_of_range_is_a_validation_error(connector: ComfyConnector) -> None:
@@ -490,13 +490,13 @@ async def test_timeout_interrupts_and_the_next_run_works(connector: ComfyConnect
     await slow_down(connector)
     with pytest.raises(RunTimeoutError) as caught:
         await connector.run_workflow(slow_prompt(), timeout_s=0.5)
-    assert isinstance(caught.value, TimeoutError) and caught.value.details["stuck"] is False
+    assert isinstance(caught.value, TimeoutError) and caught.value.stuck is False
     queue = await connector.client.get_json("/queue")
     assert queue == {"queue_running": [], "queue_pending": []}
     if not REAL_COMFY:
         await set_faults(connector, reset=True)
     history = await connector.run_workflow(api_prompt(prefix="after-timeout"))
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 async def test_progress_callback_receives_node_value_and_max(connector: ComfyConnector) -> None:
@@ -505,7 +505,7 @@ async def test_progress_callback_receives_node_value_and_max(connector: ComfyCon
                                            progress=events.append)
     assert {e.node for e in events} >= {"1", "2", "3"}
     assert all(e.max >= e.value >= 0 for e in events) and events[-1].nodes_total == 3
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: ComfyConnector) -> None:
@@ -525,7 +525,7 @@ async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: Com
     assert client.socket_open
     if not REAL_COMFY:
         await set_faults(connector, reset=True)
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 @needs_test_server
@@ -535,7 +535,7 @@ async def test_completion_sent_while_disconnected_is_recovered_from_history(conn
     await set_faults(connector, reset=True)
     (entry,) = history.values()
     assert entry["status"]["status_str"] == "success"
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 # --- uploads -----------------------------------------------------------------------------------
@@ -545,25 +545,25 @@ async def test_upload_data_places_file_and_never_clobbers(connector: ComfyConnec
     first = Path(connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
     source.write_bytes(b"two")
     second = Path(connector.upload_data(source, "input", subfolder="contract", is_ephemeral=True))
-    assert first == connector.folders.input / "contract" / "up.png"
+    assert first == connector.files.folders.input / "contract" / "up.png"
     assert second.name == "up (1).png" and first.read_bytes() == b"one" and second.read_bytes() == b"two"
     third = Path(connector.upload_data(source, "input", subfolder="contract", overwrite=True,
                                              is_ephemeral=True))
     assert third == first and first.read_bytes() == b"two"
-    assert connector.delete_ephemeral() == []
-    assert not first.exists() and not second.exists() and not (connector.folders.input / "contract").exists()
+    assert connector.files.delete_ephemeral() == []
+    assert not first.exists() and not second.exists() and not (connector.files.folders.input / "contract").exists()
 
 
 async def test_upload_data_to_a_model_folder(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "tiny.safetensors"
     source.write_bytes(b"\0" * 16)
     placed = Path(connector.upload_data(source, "models", subfolder="loras", is_ephemeral=True))
-    assert placed.parent == (connector.folders.models / "loras").resolve()
+    assert placed.parent == (connector.files.folders.models / "loras").resolve()
     with pytest.raises(ValueError, match="subfolder"):
         connector.upload_data(source, "models")
     with pytest.raises(ValueError, match="model folder"):
         connector.upload_data(source, "models", subfolder="not_a_model_folder")
-    connector.delete_ephemeral([str(placed)])
+    connector.files.delete_ephemeral([str(placed)])
     assert not placed.exists()
 
 
@@ -574,13 +574,13 @@ async def test_upload_data_refuses_paths_that_escape(connector: ComfyConnector, 
     source = tmp_path / "f.png"
     source.write_bytes(b"x")
     with pytest.raises(ValueError):
-        connector.upload_data(source, "input", subfolder=subfolder, name=name)
+        connector.files.upload(source, "input", subfolder=subfolder, name=name)
 
 
 async def test_upload_data_refuses_symlink_escape(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "f.png"
     source.write_bytes(b"x")
-    link = connector.folders.input / "sneaky-link"
+    link = connector.files.folders.input / "sneaky-link"
     link.symlink_to(tmp_path)
     try:
         with pytest.raises(ValueError, match="symlink"):
@@ -596,11 +596,11 @@ async def test_upload_data_missing_source(connector: ComfyConnector, tmp_path: P
         connector.upload_data(__file__, "elsewhere")
 
 
-async def test_upload_data_can_move_instead_of_copy(connector: ComfyConnector, tmp_path: Path) -> None:
+async def test_files_upload_can_move_instead_of_copy(connector: ComfyConnector, tmp_path: Path) -> None:
     source = tmp_path / "moved.png"
     source.write_bytes(b"payload")
-    placed = Path(connector.upload_data(source, "input", subfolder="contract-move", name="renamed.png",
-                                              move=True, is_ephemeral=True))
+    placed = Path(connector.files.upload(source, "input", subfolder="contract-move", name="renamed.png",
+                                         move=True, is_ephemeral=True))
     assert not source.exists() and placed.read_bytes() == b"payload" and placed.name == "renamed.png"
-    connector.delete_ephemeral([str(placed)])
+    connector.files.delete_ephemeral([str(placed)])
     assert not placed.exists()

@@ -30,7 +30,7 @@ async def fault_connector(comfy_root: Path, tmp_path_factory: pytest.TempPathFac
     path = write_config(tmp_path_factory.getbasetemp() / "faults.json", comfy_root, INTERRUPT_GRACE_S=1.5,
                         KILL_GRACE_S=2.0, INITIAL_PORT=18400)
     instance = ComfyConnector.current()
-    if instance is not None and instance._config_path != str(path):
+    if instance is not None and instance.config_path != str(path):
         await instance.kill_api()
     connector = await ComfyConnector.create(str(path))
     yield connector
@@ -38,14 +38,14 @@ async def fault_connector(comfy_root: Path, tmp_path_factory: pytest.TempPathFac
 
 
 async def set_faults_if_alive(connector: ComfyConnector) -> None:
-    if connector.state is ConnectorState.READY and connector._process.is_alive():
+    if connector.state is ConnectorState.READY and connector.comfy.is_alive():
         await set_faults(connector, reset=True)
 
 
 async def run_ok(connector: ComfyConnector, prefix: str) -> None:
     history = await connector.run_workflow(api_prompt(prefix=prefix))
     assert all(p.is_file() for p in output_paths(connector, history))
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 def comfy_processes() -> list[psutil.Process]:
@@ -54,35 +54,35 @@ def comfy_processes() -> list[psutil.Process]:
 
 
 async def test_comfy_killed_mid_job_fails_fast_and_next_job_runs(fault_connector: ComfyConnector) -> None:
-    old_pid = fault_connector.comfy_pid
+    old_pid = fault_connector.comfy.pid
     await set_faults(fault_connector, exit_during_next_prompt=True, node_delay_s=0.5)
     started = time.monotonic()
     with pytest.raises(ComfyUnavailableError, match="exit code 137"):
         await fault_connector.run_workflow(api_prompt(prefix="killed"))
     assert time.monotonic() - started < 5
     await run_ok(fault_connector, "after-kill")  # waits for the restart begun when the job failed
-    assert fault_connector.comfy_pid != old_pid
-    assert [p.pid for p in comfy_processes()] == [fault_connector.comfy_pid]
+    assert fault_connector.comfy.pid != old_pid
+    assert [p.pid for p in comfy_processes()] == [fault_connector.comfy.pid]
 
 
 async def test_hang_times_out_interrupts_and_next_job_runs(fault_connector: ComfyConnector) -> None:
-    pid = fault_connector.comfy_pid
+    pid = fault_connector.comfy.pid
     await set_faults(fault_connector, hang_next_prompt=True)
     started = time.monotonic()
     with pytest.raises(RunTimeoutError) as caught:
         await fault_connector.run_workflow(api_prompt(prefix="hang"), timeout_s=1.0)
-    assert caught.value.details["stuck"] is False and time.monotonic() - started < 5
-    assert fault_connector.comfy_pid == pid  # the interrupt sufficed: no restart
+    assert caught.value.stuck is False and time.monotonic() - started < 5
+    assert fault_connector.comfy.pid == pid  # the interrupt sufficed: no restart
     await run_ok(fault_connector, "after-hang")
 
 
 async def test_hang_ignoring_interrupt_restarts_comfy(fault_connector: ComfyConnector) -> None:
-    pid = fault_connector.comfy_pid
+    pid = fault_connector.comfy.pid
     await set_faults(fault_connector, hang_ignoring_interrupt=True)
     with pytest.raises(RunTimeoutError, match="restarted") as caught:
         await fault_connector.run_workflow(api_prompt(prefix="stuck"), timeout_s=1.0)
-    assert caught.value.details["stuck"] is True
-    assert fault_connector.comfy_pid != pid and not psutil.pid_exists(pid or -1)
+    assert caught.value.stuck is True
+    assert fault_connector.comfy.pid != pid and not psutil.pid_exists(pid or -1)
     await run_ok(fault_connector, "after-stuck")
     assert len(comfy_processes()) == 1
 
@@ -92,10 +92,10 @@ async def test_execution_failure_midway_leaves_no_output_files(fault_connector: 
     prompt["4"] = {"class_type": "EmptyImage",
                    "inputs": {"width": 16384, "height": 16384, "batch_size": 4096, "color": 1}}
     prompt["5"] = {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}}
-    before = sorted(fault_connector.folders.output.rglob("*"))
+    before = sorted(fault_connector.files.folders.output.rglob("*"))
     with pytest.raises(Exception, match="allocate"):
         await fault_connector.run_workflow(prompt)
-    assert sorted(fault_connector.folders.output.rglob("*")) == before
+    assert sorted(fault_connector.files.folders.output.rglob("*")) == before
 
 
 async def test_cancelled_run_interrupts_comfy(fault_connector: ComfyConnector) -> None:

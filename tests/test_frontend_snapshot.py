@@ -77,7 +77,7 @@ async def test_a_cold_start_replays_the_record_and_converts_the_same(
     assert "answers replayed" in caplog.text and "stale" not in caplog.text
     assert await connector.get_prompt_from_workflow(WORKFLOW) == expected
     history = await connector.run_workflow(WORKFLOW)
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
     await connector.kill_api()
 
 

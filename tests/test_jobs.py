@@ -55,7 +55,7 @@ def invert_job(name: str = "photo.png", **extra: Any) -> dict[str, Any]:
 def folder_state(connector: ComfyConnector, scratch: Path) -> dict[str, list[str]]:
     state = {}
     for name in ("input", "output", "temp"):
-        folder = connector.folders.for_type(name)
+        folder = connector.files.folders.for_type(name)
         state[name] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
     state["scratch"] = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*")) if scratch.exists() else []
     return state
@@ -298,7 +298,7 @@ async def test_endpoint_down_is_a_clear_input_error(connector: ComfyConnector, s
 async def test_uncached_model_input_is_placed_privately_and_removed(runner: JobRunner, connector: ComfyConnector,
                                                                    scratch: Path) -> None:
     before = folder_state(connector, scratch)
-    loras = connector.model_folder("loras")
+    loras = connector.files.model_folder("loras")
     before_loras = sorted(loras.rglob("*")) if loras.exists() else []
     job = invert_job(inputs=[{"source": data_uri(png((3, 3, 3))), "name": "photo.png"},
                              {"source": "data:application/octet-stream;base64,AAAA", "name": "tiny.safetensors",

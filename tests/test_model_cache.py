@@ -161,7 +161,8 @@ def settings(tmp_path: Path, cache_dir: Path) -> dict[str, Any]:
 def cache_folders(connector: ComfyConnector) -> Iterator[None]:
     """The cache folders the test places in ComfyUI's folders are removed afterwards (a real ComfyUI's
     models/ must be left as it was); those that were there before stay."""
-    roots = [connector.folders.input, *(connector.model_folder(name) for name in ("upscale_models", "loras"))]
+    files = connector.files
+    roots = [files.folders.input, *(files.model_folder(name) for name in ("upscale_models", "loras"))]
     before = {path for root in roots if root.is_dir() for path in root.iterdir()}
     yield
     for root in roots:
@@ -245,7 +246,7 @@ async def test_second_job_sends_no_body_get_and_the_same_prompt_value(
     assert [i["cached"] for i in first["inputs"]] == [False, False]
     assert [i["cached"] for i in second["inputs"]] == [False, True]
     assert second["inputs"][1]["name"] == "tiny.safetensors" and second["inputs"][1]["bytes"] == len(MODEL_A)
-    placed = connector.model_folder("upscale_models") / stable
+    placed = connector.files.model_folder("upscale_models") / stable
     assert placed.is_symlink() and placed.read_bytes() == MODEL_A, "a cached model survives the job"
     assert blobs(cache_dir) == [sha(MODEL_A)]
     assert list((cache_dir / "leases").iterdir()) == [], "a finished job holds no lease"
@@ -263,7 +264,7 @@ async def test_changed_object_is_fetched_again_and_neither_version_is_overwritte
     model_server.files["/m/tiny.safetensors"] = MODEL_B  # a new ETag
     third = ok(await runner.run("job-3", url_job))
     assert model_server.bodies["/m/tiny.safetensors"] == 2 and third["inputs"][1]["cached"] is False
-    folder = connector.model_folder("upscale_models")
+    folder = connector.files.model_folder("upscale_models")
     old, new = (f"cache-{sha(model)[:16]}/tiny.safetensors" for model in (MODEL_A, MODEL_B))
     assert [p["3"]["inputs"]["model_name"] for p in sent] == [old, old, new]
     assert (folder / old).read_bytes() == MODEL_A and (folder / new).read_bytes() == MODEL_B
@@ -282,7 +283,7 @@ async def test_changed_object_is_fetched_again_and_neither_version_is_overwritte
 async def test_sha256_mismatch_is_a_clear_error_and_nothing_is_placed(
         runner: JobRunner, model_server: ModelServer, connector: ComfyConnector, cache_dir: Path) -> None:
     model_server.files["/m/tiny.safetensors"] = MODEL_A
-    folder = connector.model_folder("upscale_models")
+    folder = connector.files.model_folder("upscale_models")
     before = sorted(folder.rglob("*")) if folder.exists() else []
     wrong = sha(b"something else")
     result = await runner.run("job-bad", model_job(model_server.url("/m/tiny.safetensors"), sha256=wrong.upper()))
@@ -298,7 +299,7 @@ async def test_a_file_already_in_the_model_folder_is_never_touched(runner: JobRu
                                                                    sent: list[dict[str, Any]]) -> None:
     """A baked-in file of the same name stays as it is; so does any file found at the cache's own path."""
     model_server.files["/m/tiny.safetensors"] = MODEL_A
-    folder = connector.model_folder("upscale_models")
+    folder = connector.files.model_folder("upscale_models")
     baked = folder / "tiny.safetensors"
     blocked = folder / f"cache-{sha(MODEL_B)[:16]}" / "tiny.safetensors"
     blocked.parent.mkdir(parents=True)
@@ -349,7 +350,7 @@ async def test_cached_input_file_in_the_input_folder(runner: JobRunner, connecto
     ok(await runner.run("job-2", job))
     stable = f"cache-{sha(png((10, 20, 30)))[:16]}/photo.png"
     assert sent[0]["1"]["inputs"]["image"] == sent[1]["1"]["inputs"]["image"] == stable
-    assert (connector.folders.input / stable).is_symlink()
+    assert (connector.files.folders.input / stable).is_symlink()
 
 
 def test_file_inputs_may_name_a_cached_placement(runner: JobRunner) -> None:
@@ -393,7 +394,7 @@ async def test_eviction_in_a_job_removes_the_least_recent_model_and_its_placemen
     ok(await runner.run("job-a", model_job(model_server.url("/a/tiny.safetensors"))))
     ok(await runner.run("job-b", model_job(model_server.url("/b/tiny.safetensors"))))
     assert blobs(cache_dir) == [sha(MODEL_B)]
-    folder = connector.model_folder("upscale_models")
+    folder = connector.files.model_folder("upscale_models")
     assert not (folder / f"cache-{sha(MODEL_A)[:16]}").exists()
     assert (folder / f"cache-{sha(MODEL_B)[:16]}/tiny.safetensors").read_bytes() == MODEL_B
 
@@ -449,7 +450,7 @@ async def test_worker_killed_mid_download_leaves_nothing_a_job_uses(model_server
     model_server.stall = set()
     result = ok(await runner.run("job-after-kill", model_job(model_server.url("/m/tiny.safetensors"))))
     assert result["inputs"][1]["cached"] is False
-    placed = connector.model_folder("upscale_models") / sent[0]["3"]["inputs"]["model_name"]
+    placed = connector.files.model_folder("upscale_models") / sent[0]["3"]["inputs"]["model_name"]
     assert placed.read_bytes() == MODEL_A
     for path in partial:
         os.utime(path, (0, 0))  # as old as a dead worker's leftovers get

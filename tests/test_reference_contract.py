@@ -26,7 +26,7 @@ async def test_upload_data_is_called_without_await_as_in_the_reference(connector
     photo.write_bytes(b"jpeg bytes")
     image_path = connector.upload_data(source_path=str(photo), folder_type="input", is_ephemeral=True)
     assert isinstance(image_path, str)
-    assert Path(image_path) == (connector.folders.input / "my_photo.jpg").resolve()
+    assert Path(image_path) == (connector.files.folders.input / "my_photo.jpg").resolve()
     assert Path(image_path).read_bytes() == b"jpeg bytes"
 
     model = tmp_path / "my_model.safetensors"
@@ -34,15 +34,15 @@ async def test_upload_data_is_called_without_await_as_in_the_reference(connector
     model_path = connector.upload_data(source_path=str(model), folder_type="models", subfolder="checkpoints",
                                        overwrite=True)
     assert isinstance(model_path, str) and Path(model_path).read_bytes() == b"\0" * 32
-    assert Path(model_path).parent == connector.model_folder("checkpoints").resolve()
+    assert Path(model_path).parent == connector.files.model_folder("checkpoints").resolve()
 
     data = tmp_path / "data.json"
     data.write_text("{}")
     temp_path = connector.upload_data(source_path=str(data), folder_type="temp", subfolder="processing",
                                       is_ephemeral=True)
-    assert Path(temp_path) == (connector.folders.temp / "processing" / "data.json").resolve()
+    assert Path(temp_path) == (connector.files.folders.temp / "processing" / "data.json").resolve()
 
-    assert connector.delete_ephemeral() == []
+    assert connector.files.delete_ephemeral() == []
     assert not Path(image_path).exists() and not Path(temp_path).exists()
     Path(model_path).unlink()
 
@@ -59,9 +59,9 @@ async def test_upload_data_in_a_batch_loop_as_in_the_complete_example(connector:
                                               subfolder="batch", is_ephemeral=True)
         image_paths.append(uploaded_path)
     assert [Path(p).name for p in image_paths] == [f"img{i}.jpg" for i in range(5)]
-    assert all(Path(p).parent == (connector.folders.input / "batch").resolve() for p in image_paths)
-    assert connector.delete_ephemeral() == []
-    assert not (connector.folders.input / "batch").exists()
+    assert all(Path(p).parent == (connector.files.folders.input / "batch").resolve() for p in image_paths)
+    assert connector.files.delete_ephemeral() == []
+    assert not (connector.files.folders.input / "batch").exists()
 
 
 async def test_upload_data_of_a_missing_file_raises_file_not_found(connector: ComfyConnector) -> None:
@@ -75,7 +75,7 @@ async def test_validate_resources_is_true_when_everything_works(connector: Comfy
 
 
 async def test_validate_resources_restarts_what_died_and_answers_true(connector: ComfyConnector) -> None:
-    old_comfy = connector.comfy_pid
+    old_comfy = connector.comfy.pid
     assert old_comfy is not None
     os.killpg(old_comfy, signal.SIGKILL)
     for process in our_processes():
@@ -83,16 +83,16 @@ async def test_validate_resources_restarts_what_died_and_answers_true(connector:
             process.kill()
     await asyncio.sleep(0.5)
     assert await connector._validate_resources() is True
-    assert connector.comfy_pid != old_comfy
+    assert connector.comfy.pid != old_comfy
     history = await connector.run_workflow(api_prompt(prefix="validated"))
-    connector.delete_outputs(history)
+    connector.files.delete_outputs(history)
 
 
 @needs_test_server
 async def test_validate_resources_is_false_when_comfy_cannot_come_back(connector: ComfyConnector,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFY_TEST_BOOT_EXIT_CODE", "3")  # every restart of ComfyUI now crashes at boot
-    pid = connector.comfy_pid
+    pid = connector.comfy.pid
     assert pid is not None
     os.killpg(pid, signal.SIGKILL)
     await asyncio.sleep(0.3)

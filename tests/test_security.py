@@ -666,9 +666,9 @@ def test_output_s3_uri_outside_the_allowlist_stops_the_worker(s3_server: S3Serve
 async def test_folders_that_existed_before_the_job_stay(runner: JobRunner, connector: ComfyConnector) -> None:
     """An empty output subfolder and an empty model folder, both there before: the job writes into the one
     and places a model in the other, and both are still there, empty, afterwards."""
-    kept = connector.folders.output / "kept-empty"
+    kept = connector.files.folders.output / "kept-empty"
     kept.mkdir(parents=True, exist_ok=True)
-    loras = connector.model_folder("loras")
+    loras = connector.files.model_folder("loras")
     loras.mkdir(parents=True, exist_ok=True)
     before_loras = sorted(loras.iterdir())
     job = {"workflow": load_save("photo.png", prefix="kept-empty/x"), "inputs": [
@@ -688,7 +688,7 @@ async def test_a_new_output_subfolder_goes_with_the_job(runner: JobRunner, conne
     result = await runner.run("job-new-folder", {"workflow": load_save("photo.png", prefix="made-by-job/deeper/x"),
                                                  "inputs": [photo()]})
     assert "error" not in result, result
-    assert not (connector.folders.output / "made-by-job").exists()
+    assert not (connector.files.folders.output / "made-by-job").exists()
 
 
 def test_a_listed_file_the_job_did_not_write_is_neither_returned_nor_deleted(tmp_path: Path,
@@ -696,16 +696,16 @@ def test_a_listed_file_the_job_did_not_write_is_neither_returned_nor_deleted(tmp
     from comfy_serverless.delivery import written_by_prompt
     from comfy_serverless.files import remove_added, snapshot
     from comfy_serverless.outputs import collect_outputs
-    shipped = connector.folders.output / "shipped-with-image.png"
+    shipped = connector.files.folders.output / "shipped-with-image.png"
     shipped.write_bytes(IMAGE)
     try:
-        before = snapshot([connector.folders.output])
-        fresh = connector.folders.output / "fresh.png"
+        before = snapshot([connector.files.folders.output])
+        fresh = connector.files.folders.output / "fresh.png"
         fresh.write_bytes(IMAGE)
-        after = snapshot([connector.folders.output])
+        after = snapshot([connector.files.folders.output])
         entry = {"outputs": {"9": {"images": [{"filename": name, "subfolder": "", "type": "output"}
                                               for name in ("shipped-with-image.png", "fresh.png")]}}}
-        listed, _, _ = collect_outputs(entry, connector.folders, include_temp=False)
+        listed, _, _ = collect_outputs(entry, connector.files.folders, include_temp=False)
         written, warnings = written_by_prompt(listed, before, after)
         assert [output.filename for output in written] == ["fresh.png"]
         assert "did not write" in warnings[0] and "shipped-with-image.png" in warnings[0]
@@ -720,16 +720,16 @@ async def test_files_a_node_writes_without_listing_them_are_deleted(runner: JobR
     """What CheckpointSave, ModelSave, CLIPSave and VAESave do: write under output/ and list nothing. The
     spy writes such a file while the real prompt runs; the job neither returns it nor leaves it behind."""
     run_prompt = ComfyConnector.run_prompt
-    unlisted = connector.folders.output / "checkpoints" / "ComfyUI_00001_.safetensors"
+    unlisted = connector.files.folders.output / "checkpoints" / "ComfyUI_00001_.safetensors"
 
     async def writing_unlisted(self: ComfyConnector, *args: Any, **kwargs: Any) -> dict[str, Any]:
         unlisted.parent.mkdir(parents=True, exist_ok=True)
         unlisted.write_bytes(b"weights")
         return await run_prompt(self, *args, **kwargs)
 
-    existed = (connector.folders.output / "checkpoints").exists()
+    existed = (connector.files.folders.output / "checkpoints").exists()
     monkeypatch.setattr(ComfyConnector, "run_prompt", writing_unlisted)
     result = await runner.run("job-unlisted", {"workflow": load_save("photo.png"), "inputs": [photo()]})
     assert "error" not in result, result
     assert [output["filename"] for output in result["outputs"]] != [unlisted.name]
-    assert not unlisted.exists() and (connector.folders.output / "checkpoints").exists() == existed
+    assert not unlisted.exists() and (connector.files.folders.output / "checkpoints").exists() == existed

@@ -176,11 +176,11 @@ async def test_soak_two_hundred_mixed_jobs(runner: JobRunner, connector: ComfyCo
     procs_before = processes(connector)
     fds_before = psutil.Process().num_fds()
     history_before = await connector.client.get_json("/history")
-    assert procs_before["comfy"] == [connector.comfy_pid] and procs_before["chromium"], procs_before
+    assert procs_before["comfy"] == [connector.comfy.pid] and procs_before["chromium"], procs_before
 
     started = time.monotonic()
     counts: collections.Counter[str] = collections.Counter()
-    pids = {connector.comfy_pid}
+    pids = {connector.comfy.pid}
     try:
         for index, planned in enumerate(plan):
             if planned.faults:
@@ -188,9 +188,9 @@ async def test_soak_two_hundred_mixed_jobs(runner: JobRunner, connector: ComfyCo
             result = await runner.run(f"soak-{index}", planned.job)
             check(planned, result, index)
             counts[planned.kind] += 1
-            pids.add(connector.comfy_pid)  # None while a restart is under way
+            pids.add(connector.comfy.pid)  # None while a restart is under way
     finally:
-        if connector.comfy_pid is not None:
+        if connector.comfy.pid is not None:
             await set_faults(connector, reset=True)
     elapsed = time.monotonic() - started
 
@@ -198,7 +198,7 @@ async def test_soak_two_hundred_mixed_jobs(runner: JobRunner, connector: ComfyCo
     assert len(pids - {None}) == EXITS + 1  # ComfyUI was restarted once per exit, and only then
     assert folder_state(connector, scratch) == before
     procs_after = processes(connector)
-    assert procs_after["comfy"] == [connector.comfy_pid], procs_after
+    assert procs_after["comfy"] == [connector.comfy.pid], procs_after
     assert procs_after["chromium"] == procs_before["chromium"], (procs_before, procs_after)
     assert procs_after["other"] == procs_before["other"], (procs_before, procs_after)
     fds_after = psutil.Process().num_fds()

@@ -177,6 +177,20 @@ class FrontendConverter:
         self._recycling: asyncio.Task[None] | None = None
 
     @property
+    def page(self) -> Page | None:
+        """The warm page conversions run in (``None`` before the first load): for diagnostics and tests."""
+        return self._page
+
+    @property
+    def browser(self) -> Browser | None:
+        return self._browser
+
+    @property
+    def chromium_pids(self) -> frozenset[int]:
+        """The Chromium processes this converter started (a memory benchmark sums them)."""
+        return frozenset(self._chromium_pids)
+
+    @property
     def healthy(self) -> bool:
         return (self._browser is not None and self._browser.is_connected()
                 and self._page is not None and not self._page.is_closed())

@@ -35,6 +35,7 @@ from .errors import (
     ExecutionInterruptedError,
     PromptValidationError,
     RunTimeoutError,
+    UnexpectedResponseError,
 )
 from .events import Progress, ProgressCallback
 
@@ -104,7 +105,8 @@ class ComfyClient:
     async def get_json(self, path: str) -> Any:
         status, body = await self.request("GET", path)
         if status != 200:
-            raise ComfyServerlessError(f"ComfyUI answered GET {path} with HTTP {status}: {str(body)[:300]}")
+            raise UnexpectedResponseError(f"ComfyUI answered GET {path} with HTTP {status}: {str(body)[:300]}",
+                                          http_status=status)
         return body
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -129,11 +131,9 @@ class ComfyClient:
         if status == 200 and isinstance(answer, dict):
             if answer.get("node_errors"):
                 # ComfyUI queued the valid outputs only; a half-run job is worse than a clear failure.
-                error = validation_error({"error": {"type": "prompt_outputs_failed_validation",
-                                                    "message": "Some outputs failed validation and were dropped"},
-                                          "node_errors": answer["node_errors"]})
-                error.details["queued"] = True
-                raise error
+                raise validation_error({"error": {"type": "prompt_outputs_failed_validation",
+                                                  "message": "Some outputs failed validation and were dropped"},
+                                        "node_errors": answer["node_errors"]}, queued=True)
             return
         if isinstance(answer, dict):
             raise validation_error(answer)
@@ -199,93 +199,86 @@ class ComfyClient:
         return ComfyUnavailableError(f"ComfyUI at {self.base_url} is not reachable: {what}")
 
     # --- running a prompt ---------------------------------------------------------------------
-    async def run_prompt(self, prompt: dict[str, Any], *, extra_data: dict[str, Any], timeout_s: float,
-                         interrupt_grace_s: float, queue_timeout_s: float = 0.0,
-                         progress: ProgressCallback | None = None, on_executed: OutputCallback | None = None,
-                         timings: dict[str, float] | None = None) -> dict[str, Any]:
-        """Queue ``prompt`` and follow it to its end; returns ``{prompt_id: history_entry}``.
+    async def run_prompt(self, prompt: dict[str, Any], run: PromptRun, *, extra_data: dict[str, Any],
+                         timeout_s: float, interrupt_grace_s: float, queue_timeout_s: float = 0.0) -> dict[str, Any]:
+        """Queue ``prompt`` as ``run`` and follow it to its end; returns ``{prompt_id: history_entry}``.
 
         Several prompts may be followed at once; ComfyUI executes them one at a
         time, so ``timeout_s`` counts from the prompt's ``execution_start``, and
         the wait in ComfyUI's queue before it has its own budget,
-        ``queue_timeout_s`` (0: none). ``on_executed(node_id, output)`` hears
-        each node's outputs as they are written. Raises PromptValidationError,
-        ExecutionError, ExecutionInterruptedError, RunTimeoutError
-        (``details["stuck"]`` tells whether ComfyUI ignored the interrupt,
-        ``details["phase"]`` whether the queue or the execution ran out of time)
-        or ComfyUnavailableError. A cancelled run is taken off ComfyUI's queue,
-        or interrupted if it executes. Errors of a queued prompt (and the
-        CancelledError) carry ``history``: the outputs it wrote before it stopped, for cleanup.
+        ``queue_timeout_s`` (0: none). Raises PromptValidationError,
+        ExecutionError, ExecutionInterruptedError, RunTimeoutError or
+        ComfyUnavailableError. A cancelled run is taken off ComfyUI's queue, or
+        interrupted if it executes. Whatever ended it, ``run`` tells the caller
+        what the prompt wrote (:meth:`PromptRun.written`).
         """
-        prompt_id = str(uuid.uuid4())
         watch: asyncio.Queue[Any] = asyncio.Queue()
-        self._watches[prompt_id] = watch
-        tracker = _RunTracker(prompt_id, len(prompt), progress, on_executed)
+        self._watches[run.prompt_id] = watch
+        run.nodes_total = len(prompt)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             if not self.socket_open:
                 await self.connect_socket()
-            await self.queue_prompt(prompt, prompt_id, extra_data)
-            entry = await self._follow(prompt_id, watch, tracker, _Deadlines(loop, queue_timeout_s, timeout_s))
-            if timings is not None:
-                executing = tracker.started_at or loop.time()
-                timings.update(queue=executing - started, execute=loop.time() - executing)
-            return {prompt_id: entry}
+            run.sent = True
+            await self.queue_prompt(prompt, run.prompt_id, extra_data)
+            entry = await self._follow(run, watch, _Deadlines(loop, queue_timeout_s, timeout_s))
+            executing = run.started_at or loop.time()
+            run.timings.update(queue=executing - started, execute=loop.time() - executing)
+            run.entry = entry
+            return {run.prompt_id: entry}
         except _OutOfTime as late:
-            stuck = not await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
-            error: ComfyServerlessError = RunTimeoutError(
-                late.message(prompt_id) + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
-                prompt_id=prompt_id, timeout_s=late.budget_s, phase=late.phase, stuck=stuck)
-            error.history = tracker.partial_history()
-            raise error from None
-        except (PromptValidationError, ExecutionError, ExecutionInterruptedError) as exc:
-            if isinstance(exc, PromptValidationError) and exc.details.get("queued"):
-                await self._stop(prompt_id, watch, tracker, interrupt_grace_s)
-            exc.history = tracker.partial_history()
+            stuck = not await self._stop(run, watch, interrupt_grace_s)
+            raise RunTimeoutError(
+                late.message(run.prompt_id) + (" (ComfyUI did not stop; it will be restarted)" if stuck else ""),
+                prompt_id=run.prompt_id, timeout_s=late.budget_s, phase=late.phase, stuck=stuck) from None
+        except PromptValidationError as exc:
+            if exc.queued:
+                await self._stop(run, watch, interrupt_grace_s)
             raise
-        except asyncio.CancelledError as cancelled:
+        except asyncio.CancelledError:
             # The job was cancelled (RunPod's per-job stop): stop its prompt too, then let the cancel go on.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._stop(prompt_id, watch, tracker, interrupt_grace_s))
-            cancelled.history = tracker.partial_history()  # type: ignore[attr-defined]
+            if run.sent:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._stop(run, watch, interrupt_grace_s))
             raise
         finally:
-            del self._watches[prompt_id]
+            del self._watches[run.prompt_id]
 
-    async def _follow(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker,
-                      deadlines: _Deadlines) -> dict[str, Any]:
+    async def _follow(self, run: PromptRun, watch: asyncio.Queue[Any], deadlines: _Deadlines) -> dict[str, Any]:
+        prompt_id = run.prompt_id
         while True:
-            event = await _next_event(watch, deadlines.wait_s(tracker.started_at, SILENCE_CHECK_S))
+            event = await _next_event(watch, deadlines.wait_s(run.started_at, SILENCE_CHECK_S))
             if event is None or event is _SOCKET_CLOSED:
-                entry = await self._settle(prompt_id, event is _SOCKET_CLOSED, tracker)
+                entry = await self._settle(run, event is _SOCKET_CLOSED)
                 if entry is not None:
                     return finished_entry(entry)
-                deadlines.check(tracker.started_at)
+                deadlines.check(run.started_at)
                 continue
             kind, data = event.get("type"), event.get("data") or {}
             if kind == "executing" and data.get("node") is None:
                 entry = await self.history(prompt_id)
                 if entry is None:  # cannot happen with a real ComfyUI; never trust it blindly
-                    raise ComfyServerlessError(f"prompt {prompt_id} finished but ComfyUI has no history for it")
+                    raise UnexpectedResponseError(f"prompt {prompt_id} finished but ComfyUI has no history for it")
                 return finished_entry(entry)
             if kind == "execution_error":
                 raise execution_error(data)
             if kind == "execution_interrupted":
                 raise interrupted_error(data)
-            await tracker.observe(kind, data)
-            deadlines.check(tracker.started_at)
+            await run.observe(kind, data)
+            deadlines.check(run.started_at)
 
-    async def _settle(self, prompt_id: str, socket_closed: bool, tracker: _RunTracker) -> dict[str, Any] | None:
+    async def _settle(self, run: PromptRun, socket_closed: bool) -> dict[str, Any] | None:
         """After silence or a dropped socket: the finished entry if there is one; else note whether it runs."""
+        prompt_id = run.prompt_id
         if socket_closed:
             logger.warning("websocket dropped while prompt %s ran; reconnecting", prompt_id)
             await self._reconnect()
         elif not self._is_alive():
             raise self._unavailable(f"while prompt {prompt_id} ran")
         entry = await self.history(prompt_id)
-        if entry is None and tracker.started_at is None and prompt_id in await self.running_prompts():
-            tracker.mark_started()  # its execution_start was lost
+        if entry is None and run.started_at is None and prompt_id in await self.running_prompts():
+            run.mark_started()  # its execution_start was lost
         return entry
 
     async def running_prompts(self) -> set[str]:
@@ -293,19 +286,21 @@ class ComfyClient:
         queue = await self.get_json("/queue")
         return {item[1] for item in queue.get("queue_running", [])}
 
-    async def _stop(self, prompt_id: str, watch: asyncio.Queue[Any], tracker: _RunTracker, grace_s: float) -> bool:
-        """Interrupt ``prompt_id``; true if ComfyUI let go of it within ``grace_s``."""
+    async def _stop(self, run: PromptRun, watch: asyncio.Queue[Any], grace_s: float) -> bool:
+        """Interrupt the run's prompt; true if ComfyUI let go of it within ``grace_s``."""
+        prompt_id = run.prompt_id
+
         async def stopped() -> None:
             await self.interrupt(prompt_id)
             while True:
                 event = await _next_event(watch, 0.5)
                 if event is not None and event is not _SOCKET_CLOSED:
-                    await tracker.observe(event.get("type"), event.get("data") or {})
+                    await run.observe(event.get("type"), event.get("data") or {})
                     if event.get("type") in ("execution_interrupted", "execution_error", "execution_success"):
                         return
                 entry = await self.history(prompt_id)
                 if entry is not None:
-                    tracker.outputs.update(entry.get("outputs") or {})
+                    run.outputs.update(entry.get("outputs") or {})
                     return
                 queue = await self.get_json("/queue")
                 if not any(item[1] == prompt_id for item in queue.get("queue_running", []) +
@@ -369,27 +364,34 @@ async def _next_event(watch: asyncio.Queue[Any], timeout_s: float) -> Any:
         return None
 
 
-class _RunTracker:
-    """Follows one prompt's messages: when it starts executing, progress for the caller, the outputs written.
+class PromptRun:
+    """One prompt's run, created and owned by whoever runs it: its id, its progress, what it wrote.
 
-    A failed prompt's history lists no outputs, yet nodes that ran before the
-    failure wrote files; ``executed`` messages are the only record of them, and
-    cleanup needs it.
+    The owner reads it after the run, however that ended (success, an error, a
+    cancel): a failed prompt's history lists no outputs, yet nodes that ran
+    before the failure wrote files; ``executed`` messages are the only record of
+    them, and cleanup needs it.
     """
 
-    def __init__(self, prompt_id: str, nodes_total: int, callback: ProgressCallback | None,
-                 on_executed: OutputCallback | None = None) -> None:
-        self._prompt_id = prompt_id
-        self._total = nodes_total
-        self._callback = callback
+    def __init__(self, *, progress: ProgressCallback | None = None, on_executed: OutputCallback | None = None) -> None:
+        self.prompt_id = str(uuid.uuid4())
+        self.nodes_total = 0
+        #: Whether the prompt was sent to ComfyUI: from then on it may run, write files and keep a history entry.
+        self.sent = False
+        #: The finished history entry; ``None`` until the prompt finished successfully.
+        self.entry: dict[str, Any] | None = None
+        self.outputs: dict[str, Any] = {}
+        self.started_at: float | None = None
+        #: Seconds spent in ComfyUI's queue and executing, once finished.
+        self.timings: dict[str, float] = {}
+        self._progress = progress
         self._on_executed = on_executed
         self._done: set[str] = set()
         self._current: str | None = None
-        self.outputs: dict[str, Any] = {}
-        self.started_at: float | None = None
 
-    def partial_history(self) -> dict[str, Any]:
-        return {self._prompt_id: {"outputs": dict(self.outputs)}}
+    def written(self) -> dict[str, Any]:
+        """``{prompt_id: {"outputs": ...}}`` of what the prompt wrote so far, as history entries list files."""
+        return {self.prompt_id: {"outputs": dict(self.outputs)}}
 
     def mark_started(self) -> None:
         if self.started_at is None:
@@ -402,7 +404,7 @@ class _RunTracker:
             self.outputs[str(data.get("node"))] = data["output"]
             if self._on_executed is not None:
                 self._on_executed(str(data.get("node")), data["output"])
-        if self._callback is None:
+        if self._progress is None:
             return
         if kind == "execution_cached":
             self._done.update(str(n) for n in data.get("nodes", []))
@@ -416,8 +418,8 @@ class _RunTracker:
             await self._emit(str(data.get("node")), float(data.get("value", 0)), float(data.get("max", 1)))
 
     async def _emit(self, node: str, value: float, maximum: float) -> None:
-        event = Progress(self._prompt_id, node, value, maximum, len(self._done), self._total)
-        result = self._callback(event) if self._callback else None
+        event = Progress(self.prompt_id, node, value, maximum, len(self._done), self.nodes_total)
+        result = self._progress(event) if self._progress else None
         if inspect.isawaitable(result):
             await result
 
@@ -450,7 +452,7 @@ def interrupted_error(data: dict[str, Any]) -> ExecutionInterruptedError:
         node_id=data.get("node_id"), node_type=data.get("node_type"), prompt_id=data.get("prompt_id"))
 
 
-def validation_error(answer: dict[str, Any]) -> PromptValidationError:
+def validation_error(answer: dict[str, Any], *, queued: bool = False) -> PromptValidationError:
     """ComfyUI's 400 body as one readable line naming node id, class and input, plus the raw details."""
     error = answer.get("error") or {}
     if not isinstance(error, dict):
@@ -471,4 +473,4 @@ def validation_error(answer: dict[str, Any]) -> PromptValidationError:
     head = error.get("message") or "ComfyUI rejected the prompt"
     detail = error.get("details")
     message = head + (f" ({detail})" if detail else "") + ("; " + "; ".join(parts) if parts else "")
-    return PromptValidationError(message, comfy_error=error, node_errors=node_errors)
+    return PromptValidationError(message, queued=queued, comfy_error=error, node_errors=node_errors)

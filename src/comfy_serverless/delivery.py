@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from .files import FileStamp, stamps
 from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
-from .process import ComfyFolders
 
 if TYPE_CHECKING:
+    from .folders import ComfyFolders
     from .storage import S3Storage
 
 

@@ -7,7 +7,10 @@ state, ComfyUI, Chromium) are also ``RuntimeError``s, as the ComfyConnector API
 reference promises its users (``except RuntimeError`` around ``create()``).
 Every error carries the facts a user needs to act
 (file and key, node id and class, the tail of a log) in its message, and the
-structured version of those facts in ``details`` for machine consumers.
+structured version of those facts in ``details`` for machine consumers. The
+facts the worker's own control flow decides on are typed attributes of their
+class (``RunTimeoutError.stuck``, ``ComfyUnavailableError.restart_failed``,
+``PromptValidationError.queued``), never read back from ``details``.
 
     ComfyServerlessError
     ├── ConfigError              (also a RuntimeError)
@@ -19,6 +22,7 @@ structured version of those facts in ``details`` for machine consumers.
     │   ├── UnknownNodeTypesError
     │   └── ConversionError
     ├── PromptValidationError
+    ├── UnexpectedResponseError
     ├── ExecutionError
     ├── ExecutionInterruptedError
     ├── ConversionTimeoutError   (also a TimeoutError)
@@ -40,9 +44,6 @@ class ComfyServerlessError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details
-        #: For errors of a prompt that was queued: ``{prompt_id: {"outputs": ...}}`` of the files
-        #: it wrote before failing, so that cleanup can remove them. Not part of :meth:`to_dict`.
-        self.history: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form for job results: the one-line message plus the details."""
@@ -62,7 +63,14 @@ class ComfyStartError(ComfyServerlessError, RuntimeError):
 
 
 class ComfyUnavailableError(ComfyServerlessError, RuntimeError):
-    """ComfyUI stopped answering (crashed, killed) while the worker needed it."""
+    """ComfyUI stopped answering (crashed, killed) while the worker needed it.
+
+    ``restart_failed``: it could not be brought back either, so only a fresh worker helps.
+    """
+
+    def __init__(self, message: str, *, restart_failed: bool = False, **details: Any) -> None:
+        super().__init__(message, **({"restart_failed": True} if restart_failed else {}), **details)
+        self.restart_failed = restart_failed
 
 
 class BrowserError(ComfyServerlessError, RuntimeError):
@@ -92,7 +100,18 @@ class ConversionError(WorkflowError):
 
 
 class PromptValidationError(ComfyServerlessError):
-    """ComfyUI refused the prompt (HTTP 400) or dropped some of its outputs (``node_errors`` on a 200)."""
+    """ComfyUI refused the prompt (HTTP 400) or dropped some of its outputs (``node_errors`` on a 200).
+
+    ``queued``: ComfyUI queued the valid part of the prompt (the 200 case), which must be stopped.
+    """
+
+    def __init__(self, message: str, *, queued: bool = False, **details: Any) -> None:
+        super().__init__(message, **({"queued": True} if queued else {}), **details)
+        self.queued = queued
+
+
+class UnexpectedResponseError(ComfyServerlessError):
+    """ComfyUI answered, but not as its protocol says it does (an error status, a missing history entry)."""
 
 
 class ExecutionError(ComfyServerlessError):
@@ -108,7 +127,16 @@ class ConversionTimeoutError(ComfyServerlessError, TimeoutError):
 
 
 class RunTimeoutError(ComfyServerlessError, TimeoutError):
-    """The prompt did not finish within its timeout; it was interrupted."""
+    """The prompt did not finish within its timeout; it was interrupted.
+
+    ``phase``: ``queue`` (it waited behind other prompts too long) or ``execute``;
+    ``stuck``: ComfyUI ignored the interrupt, so it must be restarted.
+    """
+
+    def __init__(self, message: str, *, phase: str, stuck: bool, **details: Any) -> None:
+        super().__init__(message, phase=phase, stuck=stuck, **details)
+        self.phase = phase
+        self.stuck = stuck
 
 
 class JobInputError(ComfyServerlessError):

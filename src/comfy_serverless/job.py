@@ -33,7 +33,7 @@ from .client import OutputCallback
 from .config import Config
 from .connector import ComfyConnector
 from .delivery import Delivery, Destination, without_data
-from .errors import ComfyServerlessError, ComfyUnavailableError, InputFetchError, JobInputError, StorageError
+from .errors import ComfyServerlessError, InputFetchError, JobInputError, StorageError
 from .events import Progress
 from .files import OutputLedger, remove_paths
 from .inputs import InputFetch, fetch_all
@@ -82,7 +82,7 @@ class JobRunner:
         self._storage = storage
         self._cache = ModelCache.from_config(config)
         self._file_inputs: tuple[dict[str, Any], FileInputs] | None = None
-        self._ledger = OutputLedger((connector.folders.output, connector.folders.temp))
+        self._ledger = OutputLedger((connector.files.folders.output, connector.files.folders.temp))
 
     def file_inputs(self) -> FileInputs:
         """The file inputs of ComfyUI's node types, built once per ``/object_info`` the connector loaded."""
@@ -125,8 +125,6 @@ class JobRunner:
             result = await self._run(state, raw_input, progress, emit)
         except ComfyServerlessError as exc:
             result = bounded_error(exc.to_dict())
-            if isinstance(exc, ComfyUnavailableError) and exc.details.get("restart_failed"):
-                result["refresh_worker"] = True  # ComfyUI cannot come back here; RunPod gives a fresh worker
             if emit is not None:
                 result["delivered"] = without_data(state.delivery.delivered if state.delivery else [])
         finally:
@@ -140,8 +138,6 @@ class JobRunner:
             result["warnings"] = state.warnings + (state.delivery.warnings if state.delivery else [])
         if emit is not None:
             result["done"] = True
-        if self._config.refresh_worker:
-            result["refresh_worker"] = True
         return result
 
     async def _run(self, state: _JobState, raw_input: object, progress: ProgressSink | None,
@@ -177,7 +173,7 @@ class JobRunner:
                 prompt, timeout_s=spec.timeout_s, extra_data=extra_data, timings=state.timings,
                 progress=throttled, on_executed=on_executed)
 
-        state.delivery = Delivery(self._connector.folders, self._ledger.enter(), destination, self._storage,
+        state.delivery = Delivery(self._connector.files.folders, self._ledger.enter(), destination, self._storage,
                                   state.job_id)
         if emit is None:
             await run(None)
@@ -224,7 +220,7 @@ class JobRunner:
         for spec in inputs:
             if spec.folder_type == "models":
                 try:
-                    self._connector.model_folder(spec.subfolder)
+                    self._connector.files.model_folder(spec.subfolder)
                 except ValueError as exc:
                     problems.append(f"{spec.field}.subfolder: {exc}")
         if problems:
@@ -248,7 +244,7 @@ class JobRunner:
         references: dict[str, str] = {}
         for spec, download, fetch in zip(inputs, downloads, fetches, strict=True):
             placed = await self._place(state, spec, download, fetch, job_folder)
-            root = self._connector.folder_root(spec.folder_type, spec.subfolder)
+            root = self._connector.files.folder_root(spec.folder_type, spec.subfolder)
             references |= _references(spec, placed.relative_to(root).as_posix())
             state.inputs.append({"name": spec.name, "bytes": fetch.size, "cached": fetch.cached,
                                  "fetch_s": round(fetch.seconds, 4)})
@@ -262,12 +258,12 @@ class JobRunner:
         try:
             if entry is not None:
                 subfolder, _ = _placement(spec, entry.folder)
-                destination = self._connector.folder_for(spec.folder_type, subfolder) / spec.name
+                destination = self._connector.files.folder_for(spec.folder_type, subfolder) / spec.name
                 await asyncio.to_thread(self._cache.link, entry, destination)
                 return destination
             subfolder, _ = _placement(spec, job_folder)
-            placed = await self._connector.upload_data_async(download, spec.folder_type, subfolder=subfolder,
-                                                             is_ephemeral=True, name=spec.name, move=True)
+            placed = await self._connector.files.upload_async(download, spec.folder_type, subfolder=subfolder,
+                                                              is_ephemeral=True, name=spec.name, move=True)
         except OSError as exc:  # the disk: full, read-only, a file in the way; its paths are not the user's business
             raise InputFetchError(f"{spec.field} ({spec.name}): could not place the file in ComfyUI's "
                                   f"{spec.folder_type} folder: {exc.strerror or type(exc).__name__}",
@@ -278,13 +274,13 @@ class JobRunner:
     async def _cleanup(self, state: _JobState) -> None:
         """Remove exactly what this job added: its inputs and the files its prompt wrote; the last job out of
         the ledger also sweeps what no prompt listed."""
-        problems = self._connector.delete_ephemeral(state.placed)
+        problems = self._connector.files.delete_ephemeral(state.placed)
         self._cache.release(state.cached)
         if state.delivery is not None:
             problems += remove_paths(state.delivery.owned, ())
             problems += self._ledger.leave()
         if state.history:
-            await self._connector.forget_history(list(state.history))
+            await self._connector.comfy.forget_history(list(state.history))
         shutil.rmtree(state.scratch, ignore_errors=True)
         for problem in problems:
             logger.warning("cleanup: %s", problem)

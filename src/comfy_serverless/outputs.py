@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StorageError
 from .files import resolve_inside
-from .process import ComfyFolders
 
 if TYPE_CHECKING:
+    from .folders import ComfyFolders
     from .storage import S3Storage
 
 # Types the stdlib table lacks or gets wrong on minimal images.

@@ -9,7 +9,6 @@ with code 1" is useless without the traceback that preceded it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -18,8 +17,6 @@ import socket
 import subprocess
 import time
 from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import psutil
@@ -30,42 +27,6 @@ from .errors import ComfyStartError
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 30
-
-
-@dataclass(frozen=True)
-class ComfyFolders:
-    """Where this ComfyUI keeps its files, honouring the directory flags in its command line."""
-
-    input: Path
-    output: Path
-    temp: Path
-    user: Path
-    models: Path
-
-    @classmethod
-    def from_config(cls, config: Config) -> ComfyFolders:
-        parser = argparse.ArgumentParser(add_help=False)
-        for flag in ("--base-directory", "--input-directory", "--output-directory", "--temp-directory",
-                     "--user-directory"):
-            parser.add_argument(flag)
-        args, _ = parser.parse_known_args(config.command)
-        workdir = config.working_directory
-
-        def absolute(value: str | None, default: Path) -> Path:
-            return (workdir / value).resolve() if value else default
-
-        base = absolute(args.base_directory, config.comfy_root.resolve())
-        return cls(
-            input=absolute(args.input_directory, base / "input"),
-            output=absolute(args.output_directory, base / "output"),
-            # ComfyUI's --temp-directory X really means X/temp (main.py).
-            temp=absolute(args.temp_directory, base) / "temp",
-            user=absolute(args.user_directory, base / "user"),
-            models=base / "models",
-        )
-
-    def for_type(self, folder_type: str) -> Path:
-        return {"input": self.input, "output": self.output, "temp": self.temp, "models": self.models}[folder_type]
 
 
 def find_free_port(host: str, start: int, attempts: int = 100) -> int:

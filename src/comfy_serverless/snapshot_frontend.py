@@ -16,12 +16,11 @@ import logging
 import sys
 from pathlib import Path
 
-from .browser import FRONTEND_SETTINGS, FrontendConverter
-from .client import ComfyClient
+from .browser import FrontendConverter
 from .config import Config
 from .errors import ComfyServerlessError
 from .frontend_record import FrontendRecord
-from .process import ComfyProcess
+from .server import ComfyServer
 
 logger = logging.getLogger(__name__)
 
@@ -29,22 +28,18 @@ logger = logging.getLogger(__name__)
 async def snapshot(config: Config, path: Path) -> FrontendRecord:
     """Boot ComfyUI, record the frontend's set-up answers into ``path``, stop everything."""
     config = dataclasses.replace(config, frontend_snapshot="")  # the record being made is not there yet
-    process = ComfyProcess(config)
+    server = ComfyServer(config)
     converter = FrontendConverter(config)
-    process.spawn()
-    client = ComfyClient(process.base_url, http_timeout_s=config.http_timeout_s, is_alive=process.is_alive,
-                         describe_exit=lambda: f"exit code {process.returncode}")
+    server.spawn()
     try:
-        await process.wait_ready(client.session)
-        await client.request("POST", "/settings", FRONTEND_SETTINGS)  # what the worker's page reads
-        record = await converter.record(process.base_url)
+        await server.connect()  # as the worker's boot does: the settings its page reads are in place
+        record = await converter.record(server.base_url)
         record.save(path)
         logger.info("recorded %d answers of ComfyUI's API to %s", len(record.responses), path)
         return record
     finally:
-        await client.close()
         await converter.close()
-        await process.stop()
+        await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,21 +7,28 @@ cannot happen on a throwaway loop before ``runpod.serverless.start`` and be
 used from the SDK's loop afterwards. Instead they live on a dedicated loop for
 the life of the process, and each job is handed over to it; cancelling the
 SDK's task cancels the job on the worker loop, which interrupts ComfyUI.
+
+Stopping happens on that loop too (:meth:`Worker.stop`), from whichever thread
+asks: the entry point's signal handler or its exit hook. Only when the loop
+cannot finish the stop in time are the processes killed from outside it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
+import logging
 import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 from .config import Config
 from .connector import ComfyConnector
+from .errors import ComfyServerlessError
 from .job import JobRunner, ProgressSink
 from .storage import S3Storage
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -29,25 +36,23 @@ T = TypeVar("T")
 class Worker:
     """Boots once with :meth:`start`, then runs jobs with :meth:`handle` from any event loop."""
 
-    def __init__(self, config_path: str | None = None) -> None:
-        self.config = Config.load(config_path)
-        self._config_path = config_path
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.connector = ComfyConnector(config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="comfy-serverless-loop", daemon=True)
         self._runner: JobRunner | None = None
-        self.connector: ComfyConnector | None = None
+        self._stop_lock = threading.Lock()
 
     def start(self) -> None:
         """Validate storage settings, boot ComfyUI and Chromium and run the self-test; raises if any fails."""
         storage = S3Storage.from_config(self.config)  # a partial S3 setup fails here, before ComfyUI boots
-        ComfyConnector.install_exit_hooks()  # signal handlers can only be set from the main thread
-        atexit.register(self.stop)  # runs before the connector's synchronous hook: a graceful stop first
         self._thread.start()
-        self.connector = self.call_blocking(ComfyConnector.create(self._config_path))
+        self.call_blocking(self.connector.start())
         self._runner = JobRunner(self.connector, self.config, storage)
 
-    def call_blocking(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+    def call_blocking(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the worker loop from another loop; cancelling the caller cancels it there too."""
@@ -57,6 +62,11 @@ class Worker:
         except asyncio.CancelledError:
             future.cancel()
             raise
+
+    @property
+    def can_run_jobs(self) -> bool:
+        """False once ComfyUI died and could not be brought back: every further job here would fail."""
+        return not self.connector.comfy.restart_failed
 
     def _require_runner(self) -> JobRunner:
         if self._runner is None:
@@ -90,14 +100,17 @@ class Worker:
             future.cancel()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop ComfyUI and Chromium on the worker loop, then the loop. Idempotent."""
-        connector, self.connector = self.connector, None
-        if not self._thread.is_alive():
-            return
-        if connector is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(connector.kill_api(), self._loop).result(timeout_s)
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                pass  # the synchronous exit hook of the connector still kills what is left
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        """Stop ComfyUI and Chromium on the worker loop, then the loop; from any thread but the loop's. Idempotent.
+
+        When the graceful stop does not finish within ``timeout_s`` (a wedged
+        loop), what is left is killed without it.
+        """
+        with self._stop_lock:  # a signal's stop and the exit hook's may overlap
+            if self._thread.is_alive():
+                try:
+                    self.call_blocking(self.connector.kill_api(), timeout_s)
+                except (concurrent.futures.TimeoutError, ComfyServerlessError) as exc:
+                    logger.warning("graceful stop failed (%s); killing ComfyUI and Chromium", exc or "timed out")
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+            self.connector.terminate()  # a no-op after a graceful stop; else what the loop did not stop
