@@ -120,7 +120,8 @@ def capture_signals(worker: Worker) -> None:
             worker.stop()
             os.kill(os.getpid(), signum)
 
-        threading.Thread(target=stop_then_resend, name="comfy-serverless-stop", daemon=True).start()
+        # Not a daemon: an interpreter that exits meanwhile (a failed cold start) waits for the stop to finish.
+        threading.Thread(target=stop_then_resend, name="comfy-serverless-stop").start()
 
     previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):

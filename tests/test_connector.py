@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,63 @@ async def test_concurrent_creates_share_one_boot(connector: ComfyConnector, conf
     assert first is second and first.state is ConnectorState.READY
     comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
     assert len(comfy) == 1
+
+
+async def test_the_connector_is_an_async_context_manager(connector: ComfyConnector, config_path: Path) -> None:
+    """``async with ComfyConnector(config)``: booted on entry, everything stopped on exit; not the singleton."""
+    await connector.kill_api()  # one ComfyUI at a time on this machine
+    async with ComfyConnector(Config.load(config_path)) as scoped:
+        assert scoped.state is ConnectorState.READY and ComfyConnector.current() is None
+        history = await scoped.run_workflow(api_prompt(prefix="scoped"))
+        written = output_paths(scoped, history)
+        assert written and all(path.is_file() for path in written)
+        scoped.files.delete_outputs(history)
+        assert our_processes()
+    assert scoped.state is ConnectorState.KILLED and our_processes() == []
+
+
+async def test_a_script_that_ends_without_kill_api_leaves_no_comfyui(connector: ComfyConnector,
+                                                                    config_path: Path) -> None:
+    """The library installs no exit hook; the kernel stops ComfyUI when the process that started it ends."""
+    await connector.kill_api()
+    script = ("import asyncio, sys\n"
+              "from comfy_serverless import ComfyConnector\n"
+              "async def main():\n"
+              "    connector = await ComfyConnector.create(sys.argv[1])\n"
+              "    print(connector.comfy.pid, flush=True)\n"
+              "asyncio.run(main())\n")
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(config_path),
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    stdout, _ = await asyncio.wait_for(process.communicate(), 240)
+    assert process.returncode == 0
+    comfy_pid = int(stdout.split()[-1])  # an orphan now, were it not stopped
+    for _ in range(100):
+        if not _is_running(comfy_pid):
+            break
+        await asyncio.sleep(0.1)
+    assert not _is_running(comfy_pid)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_kill_api_during_the_boot_stops_it(connector: ComfyConnector, config_path: Path) -> None:
+    await connector.kill_api()
+    booting = ComfyConnector(Config.load(config_path))
+    start = asyncio.ensure_future(booting.start())
+    for _ in range(200):
+        if booting.comfy.pid is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert booting.state is ConnectorState.INITIALIZING
+    await booting.kill_api()
+    with pytest.raises(ConnectorStateError, match="kill_api\\(\\) stopped the connector while it started"):
+        await start
+    assert booting.state is ConnectorState.KILLED and our_processes() == []
 
 
 async def test_kill_api_is_idempotent_and_leaves_no_process(connector: ComfyConnector) -> None:

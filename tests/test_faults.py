@@ -65,6 +65,22 @@ async def test_comfy_killed_mid_job_fails_fast_and_next_job_runs(fault_connector
     assert [p.pid for p in comfy_processes()] == [fault_connector.comfy.pid]
 
 
+async def test_a_comfy_that_cannot_come_back_says_so_until_it_does(fault_connector: ComfyConnector,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``restart_failed`` is a typed fact of the error and of the server (the RunPod adapter asks for a fresh
+    worker on it); a later successful restart clears it."""
+    monkeypatch.setenv("COMFY_TEST_BOOT_EXIT_CODE", "3")  # every ComfyUI started from now on exits at boot
+    psutil.Process(fault_connector.comfy.pid).kill()
+    with pytest.raises(ComfyUnavailableError, match="could not be restarted") as caught:
+        await fault_connector.run_workflow(api_prompt(prefix="gone"))
+    assert caught.value.restart_failed is True and caught.value.to_dict()["restart_failed"] is True
+    assert fault_connector.comfy.restart_failed is True
+    monkeypatch.delenv("COMFY_TEST_BOOT_EXIT_CODE")
+    assert await fault_connector._validate_resources() is True
+    assert fault_connector.comfy.restart_failed is False
+    await run_ok(fault_connector, "back")
+
+
 async def test_hang_times_out_interrupts_and_next_job_runs(fault_connector: ComfyConnector) -> None:
     pid = fault_connector.comfy.pid
     await set_faults(fault_connector, hang_next_prompt=True)

@@ -62,6 +62,35 @@ def test_json_flag_prints_the_full_result_once(comfy_root: Path) -> None:
     assert output["data"] and output["content_type"] == "image/png"
     assert set(printed["history"][printed["prompt_id"]]) == {"outputs", "status"}  # not the workflow again
     assert result.stderr.count(output["data"][:40]) == 0  # the data is not also logged
+    assert "refresh_worker" not in printed
+
+
+def test_refresh_worker_setting_reaches_runpod(comfy_root: Path) -> None:
+    result = run_handler(["--json"], handler_env(comfy_root, REFRESH_WORKER="true"))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    printed = json.loads(result.stdout)
+    assert printed["refresh_worker"] is True and printed["outputs"]
+
+
+def test_sigterm_in_the_cold_start_stops_everything_then_ends_the_process(comfy_root: Path) -> None:
+    """The signal starts a clean stop on the worker's loop (kill_api), then acts as it did before: the process
+    ends by SIGTERM, and neither ComfyUI nor Chromium outlives it."""
+    slow_boot = {} if REAL_COMFY else {"COMFY_TEST_BOOT_DELAY_S": "30"}
+    process = subprocess.Popen([sys.executable, str(REPO / "handler.py")], cwd=REPO,
+                               env=handler_env(comfy_root, **slow_boot), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    children: list[psutil.Process] = []
+    while not any("main.py" in " ".join(c.cmdline()) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        children = psutil.Process(process.pid).children(recursive=True)
+    assert children, "ComfyUI did not start"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGTERM, output[-3000:]
+    assert "graceful stop failed" not in output
+    psutil.wait_procs(children, timeout=10)
+    assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def test_a_streaming_worker_runs_a_local_job_as_one_result(comfy_root: Path) -> None:

@@ -5,8 +5,11 @@ The public API::
     connector = await ComfyConnector.create("config.json")   # boots ComfyUI + Chromium once
     prompt = await connector.get_prompt_from_workflow(ui_workflow)
     history = await connector.run_workflow(ui_or_api_workflow)
-    path = await connector.upload_data("photo.png", "input", is_ephemeral=True)
+    path = connector.upload_data("photo.png", "input", is_ephemeral=True)   # synchronous, as the reference has it
     await connector.kill_api()
+
+    async with ComfyConnector(Config.load("config.json")) as connector:      # or scoped, not the singleton
+        ...
 
 Every error it raises on purpose is a :class:`ComfyServerlessError` (see :mod:`.errors`).
 """
@@ -29,6 +32,7 @@ from .errors import (
     PromptValidationError,
     RunTimeoutError,
     StorageError,
+    UnexpectedResponseError,
     UnknownNodeTypesError,
     WorkflowError,
 )
@@ -38,5 +42,6 @@ __all__ = [
     "BrowserError", "ComfyConnector", "ComfyServerlessError", "ComfyStartError", "ComfyUnavailableError", "Config",
     "ConfigError", "ConnectorState", "ConnectorStateError", "ConversionError", "ConversionTimeoutError",
     "ExecutionError", "ExecutionInterruptedError", "InputFetchError", "JobInputError", "Progress",
-    "PromptValidationError", "RunTimeoutError", "StorageError", "UnknownNodeTypesError", "WorkflowError",
+    "PromptValidationError", "RunTimeoutError", "StorageError", "UnexpectedResponseError", "UnknownNodeTypesError",
+    "WorkflowError",
 ]

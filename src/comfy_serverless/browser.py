@@ -58,6 +58,8 @@ _STOP_DRAWING_JS = "() => { window.app.canvas.stopRendering?.(); }"
 
 #: Seconds a healthy page needs to answer a trivial evaluation.
 _HEALTH_TIMEOUT_S = 5.0
+#: Seconds a Playwright driver, started for a boot that was cancelled meanwhile, may take before it is stopped.
+_DRIVER_START_TIMEOUT_S = 30.0
 
 _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
 
@@ -216,7 +218,7 @@ class FrontendConverter:
     async def launch(self) -> None:
         """Start Chromium. Independent of ComfyUI, so it runs while ComfyUI boots."""
         if self._playwright is None:
-            self._playwright = await async_playwright().start()
+            self._playwright = await _start_playwright()
         executable = find_chromium(self._config, self._playwright)
         before = _chromium_processes()
         try:
@@ -458,6 +460,18 @@ class FrontendConverter:
                 pass
         psutil.wait_procs(victims, timeout=3)
         self._chromium_pids.clear()
+
+
+async def _start_playwright() -> Playwright:
+    """Playwright's driver, started to the end even when the caller is cancelled (a boot that kill_api()
+    stops), and then stopped again: a driver cancelled halfway has no handle, and would outlive the worker."""
+    starting = asyncio.ensure_future(async_playwright().start())
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await asyncio.wait_for(starting, _DRIVER_START_TIMEOUT_S)).stop()
+        raise
 
 
 def _set_event() -> asyncio.Event:

@@ -55,7 +55,6 @@ class ComfyConnector:
     """
 
     _instance: ClassVar[ComfyConnector | None] = None
-    _creating: ClassVar[asyncio.Task[ComfyConnector] | None] = None
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -67,6 +66,7 @@ class ComfyConnector:
         self.frontend = FrontendConverter(config)
         self.files = ComfyFiles(ComfyFolders.from_config(config))
         self.timings: dict[str, float] = {}
+        self._booting: asyncio.Task[ComfyConnector] | None = None
 
     # --- creation and state -------------------------------------------------------------------
     @classmethod
@@ -83,18 +83,14 @@ class ComfyConnector:
                 raise ConnectorStateError(
                     f"a connector configured from {instance.config_path or 'the environment'} is alive; "
                     f"call kill_api() before creating one from {source or 'the environment'}")
-            if cls._creating is not None:
-                return await asyncio.shield(cls._creating)
+            if instance.state is ConnectorState.INITIALIZING:
+                return await instance.start()
             instance._assert_state(READY)
             return instance
         instance = cls(Config.load(config_path))
         instance.config_path = source
         cls._instance = instance
-        cls._creating = asyncio.ensure_future(instance.start())
-        try:
-            return await asyncio.shield(cls._creating)
-        finally:
-            cls._creating = None
+        return await instance.start()
 
     @classmethod
     def current(cls) -> ComfyConnector | None:
@@ -147,9 +143,24 @@ class ComfyConnector:
 
     # --- boot ---------------------------------------------------------------------------------
     async def start(self) -> ComfyConnector:
-        """Boot ComfyUI and the frontend side by side, then run the self-test; every failure is a RuntimeError."""
-        self._assert_state(ConnectorState.UNINIT)
-        self._state = ConnectorState.INITIALIZING
+        """Boot ComfyUI and the frontend side by side, then run the self-test; every failure is a RuntimeError.
+
+        Callers that start a booting connector share its boot (a cancelled caller
+        leaves it going); :meth:`kill_api` stops it.
+        """
+        if self._booting is None:
+            self._assert_state(ConnectorState.UNINIT)
+            self._state = ConnectorState.INITIALIZING
+            self._booting = asyncio.ensure_future(self._boot_and_test())
+        try:
+            return await asyncio.shield(self._booting)
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if self._booting.cancelled() and not (caller and caller.cancelling()):
+                raise ConnectorStateError("kill_api() stopped the connector while it started") from None
+            raise
+
+    async def _boot_and_test(self) -> ComfyConnector:
         started = time.monotonic()
         try:
             await self._boot()
@@ -271,8 +282,9 @@ class ComfyConnector:
         marked = mark_output_nodes(prompt, self.comfy.output_node_types, uuid.uuid4().hex)
         run = PromptRun(progress=progress, on_executed=on_executed)
         try:
-            return await self.comfy.run_prompt(marked, run, extra_data=extra_data or {},
-                                               timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s)
+            return await self.comfy.run_prompt(
+                marked, run, extra_data=extra_data or {}, queue_timeout_s=self.config.queue_timeout_s,
+                timeout_s=self.config.run_timeout_s if timeout_s is None else timeout_s)
         finally:
             if timings is not None:
                 timings.update(run.timings)
@@ -314,9 +326,9 @@ class ComfyConnector:
     # --- shutdown -----------------------------------------------------------------------------
     async def kill_api(self) -> None:
         """Stop everything this connector started and reset the singleton. Idempotent."""
-        creating = type(self)._creating
-        if creating is not None and not creating.done() and type(self)._instance is self:
-            creating.cancel()
+        if self._booting is not None and not self._booting.done():
+            self._booting.cancel()
+            await asyncio.wait({self._booting})  # its own failure goes to whoever started it
         await self.comfy.stop()
         await self.frontend.close()
         self._stopped()

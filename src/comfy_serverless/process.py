@@ -3,6 +3,9 @@
 ComfyUI runs in its own process group so that SIGTERM/SIGKILL reach every
 process it spawned, and so that a Ctrl-C in the worker's terminal is handled by
 the worker (which then stops ComfyUI in order) rather than by both at once.
+Being in its own session, it would outlive a worker that ends without stopping
+it (a script that never calls ``kill_api()``, an OOM kill); on Linux the kernel
+kills it then (``PR_SET_PDEATHSIG``), with no exit hook in the library.
 Its output goes to a log file whose tail is put into every boot error: "exited
 with code 1" is useless without the traceback that preceded it.
 """
@@ -10,11 +13,13 @@ with code 1" is useless without the traceback that preceded it.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import deque
 
@@ -25,6 +30,17 @@ from .config import Config
 from .errors import ComfyStartError
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+#: libc's prctl, looked up before any fork: the child may only call it between fork and exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the thread that started it ends (the worker's loop
+    thread, or the process). Nothing graceful is left to do for a ComfyUI whose worker is gone."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 LOG_TAIL_LINES = 30
 
@@ -81,7 +97,7 @@ class ComfyProcess:
             try:
                 self._popen = subprocess.Popen(
                     command, cwd=config.working_directory, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
             except OSError as exc:
                 raise ComfyStartError(f"cannot start ComfyUI with {command[0]!r}: {exc} "
                                       "(check API_COMMAND_LINE)", command=command) from None

@@ -101,8 +101,11 @@ class ComfyServer:
 
     # --- running ------------------------------------------------------------------------------
     async def run_prompt(self, prompt: dict[str, Any], run: PromptRun, *, extra_data: dict[str, Any],
-                         timeout_s: float) -> dict[str, Any]:
+                         timeout_s: float, queue_timeout_s: float) -> dict[str, Any]:
         """Run ``prompt`` as ``run`` on a healthy ComfyUI; ``{prompt_id: history entry}``.
+
+        ``timeout_s`` counts from the start of its execution, ``queue_timeout_s`` (0: none) bounds
+        the wait behind other prompts before it.
 
         A run that finds ComfyUI gone fails at once, and the restart goes on
         meanwhile (the next run waits for it); a run whose prompt ComfyUI would
@@ -112,8 +115,8 @@ class ComfyServer:
         generation = self._generation
         try:
             return await self.client.run_prompt(
-                prompt, run, extra_data=extra_data, timeout_s=timeout_s,
-                queue_timeout_s=self._config.queue_timeout_s, interrupt_grace_s=self._config.interrupt_grace_s)
+                prompt, run, extra_data=extra_data, timeout_s=timeout_s, queue_timeout_s=queue_timeout_s,
+                interrupt_grace_s=self._config.interrupt_grace_s)
         except ComfyUnavailableError:
             self._schedule_restart("it became unavailable during a run", generation)
             raise
