@@ -162,7 +162,7 @@ class ByteBudget:
         if used > self.limit:
             raise InputFetchError(f"{label}: the job's inputs together are larger than {describe_size(self.limit)} "
                                   "(MAX_JOB_INPUT_BYTES); send fewer or smaller inputs", input=label,
-                                  limit=self.limit)
+                                  limit_bytes=self.limit)
 
 
 @dataclass(frozen=True)
@@ -327,8 +327,9 @@ async def _fetch_s3(uri: str, destination: Path, *, storage: S3Storage | None, m
         return await storage.download(bucket, key, destination, max_bytes=max_bytes, on_chunk=charge,
                                       if_match=if_match)
     except StorageError as exc:
-        hint = "; raise INPUT_MAX_BYTES to allow larger inputs" if "limit" in exc.details else ""
-        raise InputFetchError(f"{label}: {exc.message}{hint}", input=label, **exc.details) from exc
+        hint = "; raise INPUT_MAX_BYTES to allow larger inputs" if exc.limit_bytes is not None else ""
+        raise InputFetchError(f"{label}: {exc.message}{hint}", input=label, limit_bytes=exc.limit_bytes,
+                              **exc.details) from exc
 
 
 # --- base64 -------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def decode_base64_to_file(data: str, destination: Path, *, max_bytes: int, label
     if size > max_bytes:
         raise InputFetchError(f"{label}: the base64 data decodes to {describe_size(size)}, over the limit of "
                               f"{describe_size(max_bytes)} (INPUT_MAX_BYTES); pass large files as s3:// or "
-                              "https:// inputs", input=label, size=size, limit=max_bytes)
+                              "https:// inputs", input=label, size=size, limit_bytes=max_bytes)
     charge(size)
     try:
         with destination.open("wb") as out:
@@ -579,14 +580,14 @@ async def _stream_to_file(response: aiohttp.ClientResponse, destination: Path, *
                  "raise INPUT_MAX_BYTES to allow larger inputs")
     if response.content_length is not None and response.content_length > max_bytes:
         raise InputFetchError(f"{too_large} (Content-Length: {response.content_length})", input=label,
-                              size=response.content_length, limit=max_bytes)
+                              size=response.content_length, limit_bytes=max_bytes)
     written = 0
     out = await asyncio.to_thread(destination.open, "wb")
     try:
         async for chunk in response.content.iter_chunked(CHUNK_BYTES):
             written += len(chunk)
             if written > max_bytes:
-                raise InputFetchError(too_large, input=label, limit=max_bytes)
+                raise InputFetchError(too_large, input=label, limit_bytes=max_bytes)
             charge(len(chunk))
             await asyncio.to_thread(out.write, chunk)
     finally:

@@ -284,7 +284,7 @@ class S3Storage:
 def _check_size(uri: str, size: int, max_bytes: int, *, complete: bool) -> None:
     if size > max_bytes:
         raise StorageError(f"{uri} is {'' if complete else 'at least '}{describe_size(size)}, over the limit of "
-                           f"{describe_size(max_bytes)}", uri=uri, size=size, limit=max_bytes)
+                           f"{describe_size(max_bytes)}", uri=uri, size=size, limit_bytes=max_bytes)
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:
