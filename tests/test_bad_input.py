@@ -30,8 +30,9 @@ from comfy_serverless import job as job_module
 from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.errors import PromptValidationError
-from comfy_serverless.inputs import PinnedResolver, fetch_all
+from comfy_serverless.inputs import fetch_all
 from comfy_serverless.job import JobRunner
+from comfy_serverless.sources.guarded_http import PinnedResolver
 from test_jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png, runner, scratch
 from ui_workflows import add_node, with_unknown_node
 
