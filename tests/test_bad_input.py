@@ -199,7 +199,7 @@ CASES = [
     case("url-unspecified", url_job("http://0.0.0.0/x.png"), "unspecified", error_type="InputFetchError"),
     case("url-cgnat", url_job("http://100.64.0.1/x.png"), "carrier-grade NAT", error_type="InputFetchError"),
     case("url-file", url_job("file:///etc/passwd"),
-         "input.inputs[0].source: must start with s3://, https://, http:// or data: (got scheme 'file')"),
+         "input.inputs[0].source: must start with s3://, https://, http://, data: or hf:// (got scheme 'file')"),
     case("url-ftp", url_job("ftp://example.com/x.png"), "input.inputs[0].source: must start with", "'ftp'"),
     case("url-gopher", url_job("gopher://127.0.0.1:6379/_x"), "input.inputs[0].source", "'gopher'"),
     case("url-no-scheme", url_job("/etc/passwd"), "input.inputs[0].source: must start with", "got no scheme"),

@@ -71,7 +71,7 @@ INVALID = [
     pytest.param(payload(inputs=[{}]), "input.inputs[0].source", "is required", id="source-missing"),
     pytest.param(payload(inputs=[{"source": 5}]), "input.inputs[0].source", "must be a string", id="source-number"),
     pytest.param(payload(inputs=[{"source": "file:///etc/passwd"}]), "input.inputs[0].source",
-                 "must start with s3://, https://, http:// or data:", id="file-scheme"),
+                 "must start with s3://, https://, http://, data: or hf://", id="file-scheme"),
     pytest.param(payload(inputs=[{"source": "ftp://host/x.png"}]), "input.inputs[0].source", "'ftp'",
                  id="ftp-scheme"),
     pytest.param(payload(inputs=[{"source": "gopher://host/x"}]), "input.inputs[0].source", "'gopher'",

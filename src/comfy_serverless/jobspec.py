@@ -102,9 +102,10 @@ class JobSpec:
         A list of files to place before the run, each ``{"source", "name"?, "folder_type"?, "subfolder"?}``:
 
         - ``source``: ``s3://bucket/key``, an ``https://`` or ``http://`` URL (no ``user:pass@``,
-          at most 8192 characters), or ``data:<mime>;base64,<data>``;
-        - ``name``: the file name (no ``/``); default: the S3 key's or URL path's last segment,
-          or ``input_<index>.<ext>`` for a data URI;
+          at most 8192 characters), ``data:<mime>;base64,<data>``, or a Hugging Face Hub file,
+          ``hf://owner/repo[@revision]/path/in/repo``;
+        - ``name``: the file name (no ``/``); default: the S3 key's, URL path's or Hub path's last
+          segment, or ``input_<index>.<ext>`` for a data URI;
         - ``folder_type``: ``input`` (default), ``output``, ``temp`` or ``models``;
         - ``subfolder``: a relative path inside that folder (required for ``models``,
           e.g. ``loras`` or ``checkpoints/sdxl``);

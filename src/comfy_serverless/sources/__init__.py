@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .base import Fetched, FetchRequest, ParsedSource, Source, scheme_of, uncharged
 from .data import DataSource
+from .hf import HfSource
 from .s3 import S3Source
 from .url import UrlSource
 
@@ -50,7 +51,7 @@ def source_of(value: str) -> Source | None:
 
 
 def prefixes_text() -> str:
-    """The accepted beginnings, for messages: ``s3://, https://, http:// or data:``."""
+    """The accepted beginnings, for messages: ``s3://, https://, http://, data: or hf://``."""
     shown = list(_PREFIXES.values())
     return f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else "".join(shown)
 
@@ -58,3 +59,4 @@ def prefixes_text() -> str:
 register(S3Source())
 register(UrlSource())
 register(DataSource())
+register(HfSource())

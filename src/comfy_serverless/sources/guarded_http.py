@@ -16,6 +16,7 @@ import asyncio
 import functools
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from yarl import URL
 from ..errors import InputFetchError
 from ..files import describe_size
 from .base import Charge, Fetched, FetchRequest
-from .url import parse_url
+from .url import BearerToken, parse_url
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -38,6 +39,7 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _ALLOWLIST_HINT = "add the host, IP or CIDR to URL_ALLOWLIST to allow it"
+_STATUS_HINT = "check that the URL is right and has not expired"
 
 
 def _shown(url: URL) -> str:
@@ -185,10 +187,13 @@ async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedRe
 
 # --- fetching -----------------------------------------------------------------------------------
 
-async def fetch_url(url: str, request: FetchRequest) -> Fetched:
+async def fetch_url(url: str, request: FetchRequest, *, token: BearerToken | None,
+                    status_hints: Mapping[int, str]) -> Fetched:
     """Download ``url`` to ``request.destination``, following redirects by hand, each hop checked and pinned.
 
     With ``request.conditions`` (``If-None-Match``/``If-Modified-Since``) a 304 is ``not_modified``.
+    ``token`` is sent on the hops to its origin only; ``status_hints`` replace the default advice of an
+    error status.
     """
     label = request.label
     try:
@@ -208,15 +213,17 @@ async def fetch_url(url: str, request: FetchRequest) -> Fetched:
         for hop in range(MAX_REDIRECTS + 1):
             await _check_destination(current, allowlist, resolver, f"{label}: redirect {hop}" if hop else label)
             try:
-                async with session.get(current, allow_redirects=False,
-                                       headers={"Accept-Encoding": "identity", **request.conditions}) as response:
+                headers = {"Accept-Encoding": "identity", **request.conditions,
+                           **(token.headers_for(current) if token else {})}
+                async with session.get(current, allow_redirects=False, headers=headers) as response:
                     if response.status in _REDIRECT_STATUSES:
                         current = _redirect_target(response, label)
                         continue
                     if response.status == 304 and request.conditions:
                         return Fetched(0, not_modified=True)
                     if not 200 <= response.status < 300:
-                        raise _status_error(response, current, label)
+                        raise _status_error(response, current, label,
+                                            status_hints.get(response.status, _STATUS_HINT))
                     size = await _stream_to_file(response, request.destination,
                                                  max_bytes=request.config.input_max_bytes, label=label,
                                                  shown=_shown(current), charge=request.charge)
@@ -227,10 +234,10 @@ async def fetch_url(url: str, request: FetchRequest) -> Fetched:
     raise InputFetchError(f"{label}: more than {MAX_REDIRECTS} redirects starting at {_shown(first)}", input=label)
 
 
-def _status_error(response: aiohttp.ClientResponse, url: URL, label: str) -> InputFetchError:
+def _status_error(response: aiohttp.ClientResponse, url: URL, label: str, hint: str) -> InputFetchError:
     reason = f" {response.reason}" if response.reason else ""
-    return InputFetchError(f"{label}: GET {_shown(url)} answered HTTP {response.status}{reason} (check that the URL "
-                           "is right and has not expired)", input=label, status=response.status)
+    return InputFetchError(f"{label}: GET {_shown(url)} answered HTTP {response.status}{reason} ({hint})",
+                           input=label, status=response.status)
 
 
 def _redirect_target(response: aiohttp.ClientResponse, label: str) -> URL:

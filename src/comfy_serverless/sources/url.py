@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from yarl import URL
@@ -81,11 +83,30 @@ def _host_problem(host: str) -> str | None:
     return None
 
 
-async def fetch_guarded(url: str, request: FetchRequest) -> Fetched:
-    """Download ``url`` through the SSRF guard: every hop's addresses checked, and connected to as checked."""
+@dataclass(frozen=True)
+class BearerToken:
+    """A token for one origin (scheme, host, port): sent there, and to no other host a redirect leads to."""
+
+    origin: URL
+    token: str = field(repr=False)
+
+    def headers_for(self, url: URL) -> dict[str, str]:
+        """The ``Authorization`` header if ``url`` is on the token's origin, else none."""
+        same = (url.scheme, (url.raw_host or "").lower(), url.port) == (
+            self.origin.scheme, (self.origin.raw_host or "").lower(), self.origin.port)
+        return {"Authorization": f"Bearer {self.token}"} if same else {}
+
+
+async def fetch_guarded(url: str, request: FetchRequest, *, token: BearerToken | None = None,
+                        status_hints: Mapping[int, str] | None = None) -> Fetched:
+    """Download ``url`` through the SSRF guard: every hop's addresses checked, and connected to as checked.
+
+    ``token`` goes only to its own origin; ``status_hints`` say what an error status means for this
+    kind of source (by default: check the URL).
+    """
     from .guarded_http import fetch_url  # aiohttp is loaded by the first download, not by the job schema
 
-    return await fetch_url(url, request)
+    return await fetch_url(url, request, token=token, status_hints=status_hints or {})
 
 
 class UrlSource(Source):
