@@ -31,8 +31,9 @@ from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.errors import PromptValidationError
 from comfy_serverless.folders import ComfyFiles
-from comfy_serverless.inputs import PinnedResolver, fetch_all
+from comfy_serverless.inputs import fetch_all
 from comfy_serverless.job import JobRunner
+from comfy_serverless.sources.guarded_http import PinnedResolver
 from test_jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png, runner, scratch
 from ui_workflows import add_node, with_unknown_node
 
@@ -199,7 +200,7 @@ CASES = [
     case("url-unspecified", url_job("http://0.0.0.0/x.png"), "unspecified", error_type="InputFetchError"),
     case("url-cgnat", url_job("http://100.64.0.1/x.png"), "carrier-grade NAT", error_type="InputFetchError"),
     case("url-file", url_job("file:///etc/passwd"),
-         "input.inputs[0].source: must start with s3://, https://, http:// or data: (got scheme 'file')"),
+         "input.inputs[0].source: must start with s3://, https://, http://, data: or hf:// (got scheme 'file')"),
     case("url-ftp", url_job("ftp://example.com/x.png"), "input.inputs[0].source: must start with", "'ftp'"),
     case("url-gopher", url_job("gopher://127.0.0.1:6379/_x"), "input.inputs[0].source", "'gopher'"),
     case("url-no-scheme", url_job("/etc/passwd"), "input.inputs[0].source: must start with", "got no scheme"),

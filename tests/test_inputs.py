@@ -24,15 +24,11 @@ from hypothesis import strategies as st
 
 from comfy_serverless.config import Config
 from comfy_serverless.errors import InputFetchError
-from comfy_serverless.inputs import (
-    PinnedResolver,
-    decode_base64_to_file,
-    fetch_all,
-    fetch_to_file,
-    non_public_reason,
-    url_problem,
-)
+from comfy_serverless.inputs import fetch_all, fetch_to_file
 from comfy_serverless.jobspec import InputSpec
+from comfy_serverless.sources.data import decode_base64_to_file
+from comfy_serverless.sources.guarded_http import PinnedResolver, non_public_reason
+from comfy_serverless.sources.url import url_problem
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
 from support.loopback import loopback_server

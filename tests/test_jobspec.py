@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from comfy_serverless import jobspec
 from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError
 from comfy_serverless.jobspec import MAX_PROBLEMS, InputSpec, JobSpec, OutputSpec, parse_job_input
@@ -68,7 +71,7 @@ INVALID = [
     pytest.param(payload(inputs=[{}]), "input.inputs[0].source", "is required", id="source-missing"),
     pytest.param(payload(inputs=[{"source": 5}]), "input.inputs[0].source", "must be a string", id="source-number"),
     pytest.param(payload(inputs=[{"source": "file:///etc/passwd"}]), "input.inputs[0].source",
-                 "must start with s3://, https://, http:// or data:", id="file-scheme"),
+                 "must start with s3://, https://, http://, data: or hf://", id="file-scheme"),
     pytest.param(payload(inputs=[{"source": "ftp://host/x.png"}]), "input.inputs[0].source", "'ftp'",
                  id="ftp-scheme"),
     pytest.param(payload(inputs=[{"source": "gopher://host/x"}]), "input.inputs[0].source", "'gopher'",
@@ -454,3 +457,14 @@ def test_dotdot_segments_and_absolute_paths_are_rejected(unsafe: str, where: str
     field, key = where.split(".")
     entry = {"source": "s3://bucket/k", key: unsafe} if field == "inputs" else {"name": unsafe, "image": "aGk="}
     assert_problem(problems_of(payload(**{field: [entry]})), f"input.{field}[0].{key}")
+
+
+def test_the_schema_loads_no_network_library() -> None:
+    """The schema is pure: importing it (in a fresh interpreter) loads neither aiohttp nor boto3."""
+    code = ("import sys, comfy_serverless.jobspec as spec; "
+            "print(spec.__file__); print(sorted({'aiohttp', 'boto3', 'botocore'} & set(sys.modules)))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    module_file, loaded = run.stdout.splitlines()
+    assert module_file == jobspec.__file__, "the child must import the code under test"
+    assert loaded == "[]"
+

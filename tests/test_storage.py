@@ -15,7 +15,8 @@ import pytest
 
 from comfy_serverless.config import Config
 from comfy_serverless.errors import StorageError
-from comfy_serverless.storage import S3Storage, describe_size
+from comfy_serverless.files import describe_size
+from comfy_serverless.storage import S3Storage
 from fixtures_s3 import S3Server, free_port, s3_server  # noqa: F401 - s3_server is a fixture
 
 #: Distinctive credentials that must never surface in a message or a log line.

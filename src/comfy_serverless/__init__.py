@@ -14,8 +14,9 @@ The public API::
 Every error it raises on purpose is a :class:`ComfyServerlessError` (see :mod:`.errors`).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .config import Config
-from .connector import ComfyConnector
 from .errors import (
     BrowserError,
     ComfyServerlessError,
@@ -38,6 +39,9 @@ from .errors import (
 )
 from .events import ConnectorState, Progress
 
+if TYPE_CHECKING:
+    from .connector import ComfyConnector
+
 __all__ = [
     "BrowserError", "ComfyConnector", "ComfyServerlessError", "ComfyStartError", "ComfyUnavailableError", "Config",
     "ConfigError", "ConnectorState", "ConnectorStateError", "ConversionError", "ConversionTimeoutError",
@@ -45,3 +49,13 @@ __all__ = [
     "PromptValidationError", "RunTimeoutError", "StorageError", "UnexpectedResponseError", "UnknownNodeTypesError",
     "WorkflowError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ComfyConnector`` is imported on first use: the light modules (the job schema) must not load aiohttp and
+    boto3 with the package."""
+    if name == "ComfyConnector":
+        from .connector import ComfyConnector
+
+        return ComfyConnector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,6 +91,13 @@ class Config:
     url_allowlist: str = _setting(
         "", "Comma-separated hosts, IPs or CIDRs that URL inputs may reach even though they are "
             "loopback, private or link-local (refused by default).")
+    hf_endpoint: str = _setting(
+        "https://huggingface.co", "Hugging Face Hub that `hf://` inputs come from (`<HF_ENDPOINT>/<owner>/<repo>/"
+                                  "resolve/<revision>/<path>`), e.g. a mirror; fetched as URL inputs are "
+                                  "(URL_ALLOWLIST applies).")
+    hf_token: str = _setting(
+        "", "Hugging Face token for private and gated `hf://` files; sent only to HF_ENDPOINT (its scheme, host and "
+            "port), never to the other host a download is redirected to (the Hub's CDN).", secret=True)
     max_job_payload_bytes: int = _setting(
         64 * 1024**2, "Largest job input accepted, as serialised JSON (base64 data included).")
     max_job_inputs: int = _setting(1000, "Most files one job may place (`inputs` and `images` together).")

@@ -150,9 +150,19 @@ class JobInputError(ComfyServerlessError):
         self.problems = problems
 
 
-class InputFetchError(ComfyServerlessError):
+class _SizeLimitedError(ComfyServerlessError):
+    """An error that may be a size limit's: ``limit_bytes`` is that limit (``details["limit"]``), else ``None``."""
+
+    def __init__(self, message: str, *, limit_bytes: int | None = None, **details: Any) -> None:
+        if limit_bytes is not None:
+            details["limit"] = limit_bytes
+        super().__init__(message, **details)
+        self.limit_bytes = limit_bytes
+
+
+class InputFetchError(_SizeLimitedError):
     """A job input (S3 object, URL, base64 data) could not be fetched; the message names the input."""
 
 
-class StorageError(ComfyServerlessError):
+class StorageError(_SizeLimitedError):
     """S3 is misconfigured, or an upload to it failed."""

@@ -29,6 +29,15 @@ CACHE_FOLDER_RE = re.compile(r"cache-[0-9a-f]{16}")
 FileStamp = tuple[int, int, int]
 #: C0 and C1 controls and Unicode line breaks: a name holding one would be written raw into logs.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SIZE_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
+
+
+def describe_size(size: int) -> str:
+    """``"3221225472 bytes (3.0 GiB)"``: exact for machines, readable for people."""
+    if size < 1024:
+        return f"{size} bytes"
+    exponent = min((size.bit_length() - 1) // 10, len(_SIZE_UNITS) - 1)
+    return f"{size} bytes ({size / 1024**exponent:.1f} {_SIZE_UNITS[exponent]})"
 
 
 def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | None:

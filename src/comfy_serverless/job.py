@@ -39,7 +39,8 @@ from .files import OutputLedger, remove_paths
 from .inputs import InputFetch, fetch_all
 from .jobspec import InputSpec, JobSpec, Problems, parse_job_input, show
 from .model_cache import CacheEntry, ModelCache
-from .storage import S3Storage, parse_s3_uri
+from .sources.s3 import parse_s3_uri
+from .storage import S3Storage
 from .workflow import FileInputs, Prompt, check_api_prompt, copy_prompt, file_value_problem
 
 logger = logging.getLogger(__name__)

@@ -22,16 +22,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from .config import Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
-from .inputs import url_problem
-from .storage import bucket_problem, parse_s3_uri
+from .sources import ParsedSource, prefixes_text, scheme_of, source_for
+from .sources.data import base64_payload, split_data_uri
+from .sources.s3 import bucket_problem, parse_s3_uri
 from .workflow import WorkflowFormat, detect_format, parse_workflow
 
-InputKind = Literal["s3", "url", "base64"]
 OutputMode = Literal["s3", "inline", "default"]
 
 MAX_TIMEOUT_S = 86400
@@ -52,19 +51,7 @@ _INPUT_KEYS = ("source", "name", "folder_type", "subfolder", "cache", "sha256")
 _IMAGE_KEYS = ("name", "image")
 _OUTPUT_KEYS = ("s3_uri", "inline", "presign", "expires_s", "include_temp")
 
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-_MIME_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
-_DATA_URI_RE = re.compile(rf"data:(?P<mime>{_MIME_TOKEN}/{_MIME_TOKEN})(?:;{_MIME_TOKEN}=[^;,]*)*;base64,",
-                          re.IGNORECASE)
-_BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-_WHITESPACE_RE = re.compile(r"\s+")
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
-_SUBTYPE_AS_EXTENSION_RE = re.compile(r"[a-z0-9]{1,10}")
-#: Types whose subtype is not the usual file extension; others use the subtype (``image/png`` -> ``png``).
-_MIME_EXTENSIONS = {
-    "image/jpeg": "jpg", "image/svg+xml": "svg", "audio/mpeg": "mp3", "audio/x-wav": "wav",
-    "video/quicktime": "mov", "text/plain": "txt", "application/octet-stream": "bin", "model/gltf-binary": "glb",
-}
 _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
     "boolean": (bool,), "integer": (int,), "number": (int, float), "string": (str,),
 }
@@ -74,9 +61,10 @@ _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
 class InputSpec:
     """One file to place into a ComfyUI folder before the prompt runs.
 
-    ``source`` is the ``s3://`` URI or the http(s) URL for those kinds; for
+    ``source`` is the job's value for most kinds (an ``s3://`` URI, an http(s) URL); for
     ``base64`` it is the standard-alphabet base64 text itself, with any
     ``data:`` prefix and whitespace removed (already checked to be well formed).
+    ``kind`` is the :class:`~comfy_serverless.sources.Source`'s (``s3``, ``url``, ``base64``, ...).
     ``field`` is the payload path (``input.images[0]``) that errors name.
     ``cache``: kept in the model cache across jobs at a stable path (default for ``models``), instead of
     a folder private to the job; ``sha256`` (lower-case hex, "" if not given) is verified on download.
@@ -87,7 +75,7 @@ class InputSpec:
     folder_type: str
     subfolder: str
     field: str
-    kind: InputKind
+    kind: str
     cache: bool = False
     sha256: str = ""
 
@@ -114,9 +102,10 @@ class JobSpec:
         A list of files to place before the run, each ``{"source", "name"?, "folder_type"?, "subfolder"?}``:
 
         - ``source``: ``s3://bucket/key``, an ``https://`` or ``http://`` URL (no ``user:pass@``,
-          at most 8192 characters), or ``data:<mime>;base64,<data>``;
-        - ``name``: the file name (no ``/``); default: the S3 key's or URL path's last segment,
-          or ``input_<index>.<ext>`` for a data URI;
+          at most 8192 characters), ``data:<mime>;base64,<data>``, or a Hugging Face Hub file,
+          ``hf://owner/repo[@revision]/path/in/repo``;
+        - ``name``: the file name (no ``/``); default: the S3 key's, URL path's or Hub path's last
+          segment, or ``input_<index>.<ext>`` for a data URI;
         - ``folder_type``: ``input`` (default), ``output``, ``temp`` or ``models``;
         - ``subfolder``: a relative path inside that folder (required for ``models``,
           e.g. ``loras`` or ``checkpoints/sdxl``);
@@ -152,15 +141,6 @@ class JobSpec:
     output: OutputSpec
     timeout_s: float | None
     comfy_org_api_key: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Source:
-    """What a source string turned out to be, and the file name it suggests ("" if none)."""
-
-    kind: InputKind
-    source: str
-    default_name: str
 
 
 class Problems:
@@ -353,7 +333,7 @@ def _parse_image_data(value: object, path: str, problems: Problems) -> str | Non
                      f"must be a base64 string, got {show(value)}")
         return None
     try:
-        return _split_data_uri(value)[1] if value[:5].lower() == "data:" else _base64_payload(value)
+        return split_data_uri(value)[1] if scheme_of(value) == "data" else base64_payload(value)
     except ValueError as exc:
         problems.add(path, str(exc))
         return None
@@ -438,69 +418,22 @@ def _normalise(relative: str) -> str:
 
 # --- sources ------------------------------------------------------------------------------------
 
-def _parse_source(value: object, path: str, index: int, problems: Problems) -> _Source | None:
+def _parse_source(value: object, path: str, index: int, problems: Problems) -> ParsedSource | None:
     if not isinstance(value, str):
         problems.add(path, "is required" if value is None else f"must be a string, got {show(value)}")
         return None
-    match = _SCHEME_RE.match(value)
-    scheme = match.group(1).lower() if match else ""
-    parser = _SOURCE_PARSERS.get(scheme)
-    if parser is None:
+    scheme = scheme_of(value)
+    source = source_for(scheme)
+    if source is None:
         # Only the scheme is echoed: the rest of a URL may hold credentials.
         got = f"got scheme {show(scheme)}" if scheme else "got no scheme"
-        problems.add(path, f"must start with s3://, https://, http:// or data: ({got})")
+        problems.add(path, f"must start with {prefixes_text()} ({got})")
         return None
     try:
-        return parser(value, index)
+        return source.parse(value, index)
     except ValueError as exc:
         problems.add(path, str(exc))
         return None
-
-
-def _s3_source(uri: str, index: int) -> _Source:
-    _, key = parse_s3_uri(uri, require_key=True)
-    return _Source("s3", uri, key.rsplit("/", 1)[-1])
-
-
-def _url_source(url: str, index: int) -> _Source:
-    """A syntactically sound http(s) URL; whether its host may be reached is decided when it is fetched."""
-    problem = url_problem(url)
-    if problem:
-        raise ValueError(problem)
-    return _Source("url", url, unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
-
-
-def _data_source(uri: str, index: int) -> _Source:
-    mime, data = _split_data_uri(uri)
-    return _Source("base64", data, f"input_{index}.{_extension(mime)}")
-
-
-_SOURCE_PARSERS = {"s3": _s3_source, "https": _url_source, "http": _url_source, "data": _data_source}
-
-
-def _split_data_uri(uri: str) -> tuple[str, str]:
-    """``(mime, base64 payload)`` of ``data:<mime>[;param=value]*;base64,<data>``."""
-    match = _DATA_URI_RE.match(uri)
-    if not match:
-        raise ValueError("must be a base64 data URI: data:<mime>;base64,<data>")
-    return match["mime"].lower(), _base64_payload(uri[match.end():])
-
-
-def _base64_payload(text: str) -> str:
-    """The payload without whitespace, checked cheaply (alphabet, padding) so a typo fails before any work."""
-    compact = _WHITESPACE_RE.sub("", text)
-    if not compact:
-        raise ValueError("holds no data")
-    if len(compact) % 4 or not _BASE64_RE.fullmatch(compact):
-        raise ValueError("is not valid base64 (standard alphabet A-Z a-z 0-9 + /, padded with '=')")
-    return compact
-
-
-def _extension(mime: str) -> str:
-    if mime in _MIME_EXTENSIONS:
-        return _MIME_EXTENSIONS[mime]
-    subtype = mime.split("/", 1)[1].removeprefix("x-")
-    return subtype if _SUBTYPE_AS_EXTENSION_RE.fullmatch(subtype) else "bin"
 
 
 # --- overrides and output -----------------------------------------------------------------------

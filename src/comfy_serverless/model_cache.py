@@ -48,10 +48,12 @@ from typing import Any
 
 from .config import Config
 from .errors import ComfyServerlessError, InputFetchError, StorageError
-from .files import CACHE_FOLDER_RE
-from .inputs import ByteBudget, Fetched, fetch_version
+from .files import CACHE_FOLDER_RE, describe_size
+from .inputs import ByteBudget, fetch_version
 from .jobspec import InputSpec, parse_input_list
-from .storage import S3Storage, describe_size, parse_s3_uri
+from .sources import Fetched, source_of
+from .sources.s3 import parse_s3_uri
+from .storage import S3Storage
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ class ModelCache:
                 return await fetch.download(), True
             if spec.kind == "s3" and storage is not None:
                 return await fetch.s3()
-            if spec.kind == "url":
+            source = source_of(spec.source)
+            if source is not None and source.revalidates:
                 return await fetch.url()
             return await fetch.download(), True
 

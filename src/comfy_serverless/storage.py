@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -30,6 +29,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import StorageError
+from .files import describe_size
+from .sources.s3 import bucket_problem, parse_s3_uri
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -38,14 +39,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-
 #: Objects are copied to disk in pieces of this size, so a 2 GB model never sits in memory.
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 #: Uploads above this size go in parts, uploaded concurrently.
 MULTIPART_THRESHOLD_BYTES = 8 * 1024**2
 _DEFAULT_ENDPOINT_REGION = "us-east-1"
-_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                            "InvalidToken", "ExpiredToken", "AllAccessDisabled"})
@@ -68,45 +66,6 @@ class ObjectVersion:
     def version(self) -> str:
         """The version that identifies this content: the VersionId where the bucket has one, else the ETag."""
         return self.version_id or self.etag
-
-
-def parse_s3_uri(uri: object, *, require_key: bool) -> tuple[str, str]:
-    """Split ``s3://bucket/key`` into ``(bucket, key)``; ``ValueError`` says what is wrong.
-
-    ``require_key`` is true for input objects (a key is needed) and false for
-    output prefixes (``s3://bucket`` alone is a valid destination).
-    """
-    if not isinstance(uri, str):
-        raise ValueError("must be a string of the form s3://bucket/key")
-    if not uri.startswith("s3://"):
-        raise ValueError(f"must start with s3:// (got {uri[:40]!r})")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ValueError(f"has an invalid bucket name {bucket!r}")
-    if "\x00" in key:
-        raise ValueError("must not contain a NUL byte")
-    if any(segment in (".", "..") for segment in key.split("/")):
-        # Sent raw, they would be resolved by the HTTP layer: s3://b/../other/k reaches bucket "other".
-        raise ValueError("must not contain '.' or '..' segments in its key")
-    if require_key and not key:
-        raise ValueError("names no object key (expected s3://bucket/key)")
-    return bucket, key.strip("/") if not require_key else key
-
-
-def bucket_problem(bucket: str, allowlist: str) -> str | None:
-    """Why ``bucket`` may not be used under S3_BUCKET_ALLOWLIST (``allowlist``), or ``None``."""
-    allowed = {name.strip() for name in allowlist.split(",") if name.strip()}
-    if allowed and bucket not in allowed:
-        return f"bucket {bucket!r} is not in S3_BUCKET_ALLOWLIST ({', '.join(sorted(allowed))})"
-    return None
-
-
-def describe_size(size: int) -> str:
-    """``"3221225472 bytes (3.0 GiB)"``: exact for machines, readable for people."""
-    if size < 1024:
-        return f"{size} bytes"
-    exponent = min((size.bit_length() - 1) // 10, len(_UNITS) - 1)
-    return f"{size} bytes ({size / 1024**exponent:.1f} {_UNITS[exponent]})"
 
 
 class S3Storage:
@@ -284,7 +243,7 @@ class S3Storage:
 def _check_size(uri: str, size: int, max_bytes: int, *, complete: bool) -> None:
     if size > max_bytes:
         raise StorageError(f"{uri} is {'' if complete else 'at least '}{describe_size(size)}, over the limit of "
-                           f"{describe_size(max_bytes)}", uri=uri, size=size, limit=max_bytes)
+                           f"{describe_size(max_bytes)}", uri=uri, size=size, limit_bytes=max_bytes)
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:
