@@ -5,7 +5,7 @@
 #
 #   local_setup.sh run  [handler.py args]   venv + Chromium + ComfyUI, then python handler.py
 #   local_setup.sh test [pytest args]       venv + Chromium + newest frontend, then pytest (twice with COMFYUI_PATH)
-#   local_setup.sh lint                     venv, then ruff, hadolint and bash -n
+#   local_setup.sh lint                     venv, then ruff, mypy (strict), hadolint and bash -n
 #   local_setup.sh venv | chromium | comfyui | newest-frontend
 #
 # Environment:
@@ -252,6 +252,7 @@ cmd_lint() {
     ensure_venv
     local status=0
     "$VENV/bin/ruff" check . || status=1
+    "$VENV/bin/mypy" || status=1
     "$VENV/bin/hadolint" Dockerfile || status=1
     for script in builder/*.sh; do
         bash -n "$script" || status=1

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psutil
-from playwright.async_api import Browser, Page, Playwright, Request, Route, async_playwright
+from playwright.async_api import Browser, Page, Playwright, Request, Route, ViewportSize, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from .config import Config
@@ -53,7 +53,7 @@ _REFRESH_COMBOS_JS = "async () => { await window.app.refreshComboInNodes(); }"
 #: Nobody looks at the page: a small viewport and no drawing loop keep what Chromium rasterises
 #: (and keeps) per converted graph small. Measured over 200 conversions: Chromium's PSS grew
 #: 1.33x at the default 1280x720 with drawing, 1.10x-1.14x with either change.
-_VIEWPORT = {"width": 320, "height": 240}
+_VIEWPORT: ViewportSize = {"width": 320, "height": 240}
 _STOP_DRAWING_JS = "() => { window.app.canvas.stopRendering?.(); }"
 
 #: Seconds a healthy page needs to answer a trivial evaluation.
@@ -407,7 +407,7 @@ class FrontendConverter:
                                   f"{exc.message.splitlines()[0]}") from None
         if result.get("missing"):
             raise UnknownNodeTypesError(result["missing"])
-        output = result.get("output")
+        output: dict[str, Any] | None = result.get("output")
         if not output:
             raise ConversionError("the workflow converted to an empty prompt (no executable nodes: are they all "
                                   "muted, bypassed or virtual?)")

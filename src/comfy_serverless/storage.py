@@ -255,9 +255,14 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 def _unwrap_upload_error(exc: BaseException) -> BaseException:
     """boto3 wraps an upload's ClientError in S3UploadFailedError, keeping the original as context only."""
-    if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, BotoCoreError | ClientError):
-        return exc.__context__
+    original = exc.__context__
+    if isinstance(exc, S3UploadFailedError) and original is not None and _is_botocore_error(original):
+        return original
     return exc
+
+
+def _is_botocore_error(exc: BaseException) -> bool:
+    return isinstance(exc, BotoCoreError | ClientError)
 
 
 def _check_settings(config: Config, *, endpoint: str, key_id: str, secret: str) -> None:
