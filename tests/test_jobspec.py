@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from comfy_serverless import jobspec
 from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError
-from comfy_serverless.jobspec import MAX_PROBLEMS, InputSpec, JobSpec, OutputSpec, parse_job_input
+from comfy_serverless.jobspec import InputSpec, JobSpec, OutputSpec, parse_job_input
+from comfy_serverless.problems import MAX_PROBLEMS
 
 CONFIG = Config()
 API_WORKFLOW = {

@@ -32,9 +32,10 @@ from comfy_serverless import ComfyConnector
 from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.files import CACHE_FOLDER_RE
-from comfy_serverless.job import JobRunner, check_file_inputs
+from comfy_serverless.job import JobRunner
 from comfy_serverless.model_cache import ModelCache
 from comfy_serverless.storage import S3Storage
+from comfy_serverless.workflow import check_file_inputs
 from conftest import REAL_COMFY
 from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
 from support.loopback import loopback_server

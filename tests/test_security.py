@@ -30,9 +30,9 @@ from comfy_serverless import ComfyConnector
 from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError, StorageError
-from comfy_serverless.job import JobRunner, check_file_inputs, rewrite_references
+from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
-from comfy_serverless.workflow import FileInputs, split_annotation
+from comfy_serverless.workflow import FileInputs, check_file_inputs, rewrite_references, split_annotation
 from fixtures_s3 import S3Server, s3_server
 from support.loopback import loopback_server
 from test_bad_input import Spies, assert_nothing_ran, history, spies

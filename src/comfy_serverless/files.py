@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .problems import CONTROL_RE
+
 FOLDER_TYPES = ("input", "output", "temp", "models")
 #: The folder private to one job, slipped between ComfyUI's folder and the job's files (``input/job-…/``).
 JOB_FOLDER_RE = re.compile(r"job-[0-9a-f]{12}")
@@ -27,8 +29,6 @@ JOB_FOLDER_RE = re.compile(r"job-[0-9a-f]{12}")
 CACHE_FOLDER_RE = re.compile(r"cache-[0-9a-f]{16}")
 #: What identifies a file's content for :func:`snapshot`: inode, size, modification time.
 FileStamp = tuple[int, int, int]
-#: C0 and C1 controls and Unicode line breaks: a name holding one would be written raw into logs.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SIZE_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -52,7 +52,7 @@ def relative_path_problem(value: object, *, allow_nested: bool = True) -> str | 
         return "must not be empty"
     if "\x00" in value:
         return "must not contain a NUL byte"
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         return "must not contain control characters (newlines, escapes)"
     try:
         encoded = value.encode("utf-8")

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from .config import Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
+from .problems import SHOWN_CHARS, Problems, show
 from .sources import ParsedSource, prefixes_text, scheme_of, source_for
 from .sources.data import base64_payload, split_data_uri
 from .sources.s3 import bucket_problem, parse_s3_uri
@@ -41,10 +42,6 @@ MAX_PRESIGN_EXPIRES_S = 604800  # 7 days, the SigV4 limit
 MAX_NESTING = 100
 #: A payload with thousands of bad entries must not produce a result of megabytes of problems: the
 #: problems listed (and the characters of each) are capped, so an error stays within a few KB.
-MAX_PROBLEMS = 20
-_SHOWN_CHARS = 60
-_MAX_PROBLEM_CHARS = 200
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 _TOP_LEVEL_KEYS = ("workflow", "inputs", "images", "overrides", "output", "timeout_s", "comfy_org_api_key")
 _INPUT_KEYS = ("source", "name", "folder_type", "subfolder", "cache", "sha256")
@@ -141,38 +138,6 @@ class JobSpec:
     output: OutputSpec
     timeout_s: float | None
     comfy_org_api_key: str | None
-
-
-class Problems:
-    """The problems found so far, each prefixed with its field path, capped in number and length.
-
-    Control characters are escaped, so a problem stays on one line of a log
-    whatever the payload's keys hold.
-    """
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-        self.dropped = 0
-
-    @property
-    def full(self) -> bool:
-        """True once the cap is reached: callers skip costly work (suggestions) for problems not listed."""
-        return len(self.items) >= MAX_PROBLEMS
-
-    def add(self, path: str, message: str) -> None:
-        if self.full:
-            self.dropped += 1
-            return
-        text = f"{path}: {message}"
-        text = text if len(text) <= _MAX_PROBLEM_CHARS else text[:_MAX_PROBLEM_CHARS - 3] + "..."
-        self.items.append(_CONTROL_RE.sub(lambda match: repr(match.group())[1:-1], text))
-
-    def __bool__(self) -> bool:
-        return bool(self.items)
-
-    def error(self) -> JobInputError:
-        more = [f"input: {self.dropped} more problems not listed"] if self.dropped else []
-        return JobInputError(self.items + more)
 
 
 def parse_job_input(raw: object, config: Config) -> JobSpec:
@@ -508,7 +473,7 @@ def _check_keys(value: dict[Any, Any], path: str, allowed: Sequence[str], proble
         if key in allowed:
             continue
         close = (difflib.get_close_matches(key, allowed, n=1)
-                 if isinstance(key, str) and len(key) <= _SHOWN_CHARS and not problems.full else [])
+                 if isinstance(key, str) and len(key) <= SHOWN_CHARS and not problems.full else [])
         hint = f"did you mean {close[0]!r}? " if close else ""
         problems.add(path, f"unknown key {show(key)} ({hint}known keys: {', '.join(allowed)})")
 
@@ -545,20 +510,3 @@ def _nested_too_deeply(value: object) -> bool:
                     return True
                 stack.append((child, depth + 1))
     return False
-
-
-def show(value: object) -> str:
-    """A short rendering of a value for a problem: strings truncated, other values by JSON type only.
-
-    Problems are logged and returned to the caller, so they must stay small
-    whatever the payload holds (and numbers are not echoed: some cannot be
-    converted to text cheaply).
-    """
-    if isinstance(value, str):
-        return repr(value[:_SHOWN_CHARS]) + ("..." if len(value) > _SHOWN_CHARS else "")
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    names = ((int, "a number"), (float, "a number"), (list, "an array"), (dict, "an object"))
-    return next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)

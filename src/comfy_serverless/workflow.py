@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from .errors import UnknownNodeTypesError, WorkflowError
 from .files import JOB_FOLDER_RE
+from .problems import Problems, show
 
 WorkflowFormat = Literal["ui", "api"]
 Prompt = dict[str, dict[str, Any]]
@@ -263,3 +264,71 @@ def file_value_problem(value: str) -> str | None:
     if any(JOB_FOLDER_RE.fullmatch(part) for part in parts):
         return "names another job's private folder"
     return None
+
+
+# --- editing a prompt for a job ---------------------------------------------------------------
+def apply_overrides(prompt: Prompt, overrides: dict[str, dict[str, Any]], node_types: dict[str, Any]) -> None:
+    """Set node inputs by node id or title; every unknown node or input is reported at once.
+
+    Titles are indexed once, so the work is linear in the number of nodes plus overrides.
+    """
+    problems = Problems()
+    titles = _titles(prompt) if any(target not in prompt for target in overrides) else {}
+    for target, values in overrides.items():
+        node_ids = [target] if target in prompt else titles.get(target, [])
+        if not node_ids:
+            problems.add(f"input.overrides.{target}", "no node has this id or title")
+            continue
+        if len(node_ids) > 1:
+            problems.add(f"input.overrides.{target}", f"the title matches nodes {', '.join(node_ids[:10])}"
+                                                      f"{', …' if len(node_ids) > 10 else ''}; use a node id")
+            continue
+        node = prompt[node_ids[0]]
+        declared = _declared_inputs(node_types.get(node["class_type"], {}))
+        for name, value in values.items():
+            if name not in node["inputs"] and name not in declared:
+                problems.add(f"input.overrides.{target}.{name}",
+                             f"node {node_ids[0]} ({node['class_type']}) has no input {show(name)}")
+                continue
+            node["inputs"][name] = value
+    if problems:
+        raise problems.error()
+
+
+def _titles(prompt: Prompt) -> dict[str, list[str]]:
+    """Node ids by title (``_meta.title``; free-form in a user's prompt, so anything else is ignored)."""
+    titles: dict[str, list[str]] = {}
+    for node_id, node in prompt.items():
+        meta = node.get("_meta")
+        title = meta.get("title") if isinstance(meta, dict) else None
+        if isinstance(title, str):
+            titles.setdefault(title, []).append(node_id)
+    return titles
+
+
+def _declared_inputs(spec: dict[str, Any]) -> set[str]:
+    inputs = spec.get("input") or {}
+    return {name for group in ("required", "optional") for name in (inputs.get(group) or {})}
+
+
+def check_file_inputs(prompt: Prompt, file_inputs: FileInputs, own: set[str]) -> None:
+    """Refuse file inputs that would make ComfyUI read outside its folders or another job's files.
+
+    ``own`` holds the names of this job's inputs, which are rewritten to its private folder.
+    """
+    problems = Problems()
+    for node_id, class_type, name, value in file_inputs.values(prompt):
+        problem = None if value in own else file_value_problem(value)
+        if problem:
+            problems.add(f"prompt node {node_id} ({class_type}) input {name!r}", f"{show(value)} {problem}")
+    if problems:
+        raise problems.error()
+
+
+def rewrite_references(prompt: Prompt, references: dict[str, str], file_inputs: FileInputs) -> None:
+    """Point every file input that names a job input at the job's private copy; free text stays as it is."""
+    if not references:
+        return
+    for node_id, _, name, value in list(file_inputs.values(prompt)):
+        if value in references:
+            prompt[node_id]["inputs"][name] = references[value]
