@@ -27,6 +27,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_TEST_PAYLOAD = str(PACKAGE_DIR / "test_server.json")
 #: Where RunPod mounts an endpoint's network volume.
 NETWORK_VOLUME = Path("/runpod-volume")
+#: The longest a presigned URL may live: 7 days, the SigV4 limit (PRESIGN_EXPIRES_S, a job's ``expires_s``).
+MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600
 
 
 def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -176,8 +178,8 @@ class Config:
                               key="INITIAL_PORT")
         if not self.command:
             raise ConfigError("API_COMMAND_LINE is empty; it must start ComfyUI", key="API_COMMAND_LINE")
-        if self.presign_expires_s > 604800:
-            raise ConfigError("PRESIGN_EXPIRES_S must be at most 604800 (7 days, the SigV4 limit)",
+        if self.presign_expires_s > MAX_PRESIGN_EXPIRES_S:
+            raise ConfigError(f"PRESIGN_EXPIRES_S must be at most {MAX_PRESIGN_EXPIRES_S} (7 days, the SigV4 limit)",
                               key="PRESIGN_EXPIRES_S")
 
     # --- derived values -----------------------------------------------------------------------
