@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from pathlib import Path
 
@@ -181,6 +182,26 @@ def test_optional_setting_errors_name_the_key(tmp_path: Path, environ: dict[str,
 
 
 # --- values parsed once, at load --------------------------------------------------------------------
+
+def test_url_allowlist_is_parsed_at_load() -> None:
+    allowlist = Config.load(environ={"URL_ALLOWLIST": "Files.Example.COM., 10.0.0.0/8, [fd00::1]"}).parsed_url_allowlist
+    assert allowlist.covers("files.example.com", ipaddress.ip_address("192.168.1.1"))
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("10.2.3.4"))
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("::ffff:10.2.3.4"))  # the IPv4 inside counts
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("fd00::1"))
+    assert not allowlist.covers("elsewhere", ipaddress.ip_address("11.0.0.1"))
+    assert Config.load(environ={}).parsed_url_allowlist.covers("localhost", ipaddress.ip_address("127.0.0.1")) is False
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/99", "not/a/cidr", "fe80::zz"])
+def test_bad_url_allowlist_entry_stops_the_load(tmp_path: Path, entry: str) -> None:
+    needle = f"URL_ALLOWLIST entry '{entry}' is not a host name, IP address or CIDR"
+    with pytest.raises(ConfigError) as caught:
+        Config.load(environ={"URL_ALLOWLIST": f"example.com, {entry}"})
+    assert str(caught.value) == needle and caught.value.details["key"] == "URL_ALLOWLIST"
+    with pytest.raises(ConfigError, match=needle):
+        Config.load(write(tmp_path, {"URL_ALLOWLIST": entry}), environ={})
+
 
 def test_command_joins_both_settings_as_a_shell_splits_them() -> None:
     config = Config.load(environ={"API_COMMAND_LINE": "'/opt/comfy venv/bin/python' main.py",

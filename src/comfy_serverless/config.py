@@ -8,8 +8,9 @@ layer is a :class:`ConfigError` that names the file or variable and the key, at
 startup, rather than a confusing failure in the middle of a job.
 
 Each setting carries its own rules (:func:`setting`): the range its value must
-lie in, and the parser that turns its text into what the worker uses (the
-command lines into words), run once, at load.
+lie in, and the parser that turns its text into what the worker uses
+(``URL_ALLOWLIST`` into a :class:`.addresses.UrlAllowlist`, the command lines
+into words), run once, at load.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from .addresses import UrlAllowlist
 from .errors import ConfigError
 
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
@@ -125,7 +127,7 @@ class Config:
     download_timeout_s: float = setting(300.0, "Seconds one input download may take.", minimum=0)
     url_allowlist: str = setting(
         "", "Comma-separated hosts, IPs or CIDRs that URL inputs may reach even though they are "
-            "loopback, private or link-local (refused by default).")
+            "loopback, private or link-local (refused by default).", parse=UrlAllowlist.parse)
     hf_endpoint: str = setting(
         "https://huggingface.co", "Hugging Face Hub that `hf://` inputs come from (`<HF_ENDPOINT>/<owner>/<repo>/"
                                   "resolve/<revision>/<path>`), e.g. a mirror; fetched as URL inputs are "
@@ -210,6 +212,10 @@ class Config:
     @property
     def command(self) -> list[str]:
         return [*self._parsed["api_command_line"], *self._parsed["comfy_extra_args"]]
+
+    @property
+    def parsed_url_allowlist(self) -> UrlAllowlist:
+        return cast(UrlAllowlist, self._parsed["url_allowlist"])
 
     @property
     def working_directory(self) -> Path:
