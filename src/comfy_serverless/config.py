@@ -10,7 +10,8 @@ startup, rather than a confusing failure in the middle of a job.
 Each setting carries its own rules (:func:`setting`): the range its value must
 lie in, and the parser that turns its text into what the worker uses
 (``URL_ALLOWLIST`` into a :class:`.addresses.UrlAllowlist`, the command lines
-into words), run once, at load.
+into words), run once, at load. The S3 settings are checked together, so a
+partial set of them stops the worker before ComfyUI boots.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from .addresses import UrlAllowlist
 from .errors import ConfigError
+from .sources.s3 import bucket_problem, parse_s3_uri
 
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -207,6 +210,7 @@ class Config:
             _check_bounds(spec, getattr(self, spec.name))
         parsed = {spec.name: _parse(spec, getattr(self, spec.name)) for spec in specs if spec.metadata["parse"]}
         object.__setattr__(self, "_parsed", parsed)
+        _check_s3_settings(self)
 
     # --- derived values -----------------------------------------------------------------------
     @property
@@ -216,6 +220,13 @@ class Config:
     @property
     def parsed_url_allowlist(self) -> UrlAllowlist:
         return cast(UrlAllowlist, self._parsed["url_allowlist"])
+
+    @property
+    def bucket_settings(self) -> tuple[str, str, str]:
+        """BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY without the blanks a pasted
+        value brings along."""
+        return (self.bucket_endpoint_url.strip(), self.bucket_access_key_id.strip(),
+                self.bucket_secret_access_key.strip())
 
     @property
     def working_directory(self) -> Path:
@@ -378,3 +389,45 @@ def _parse(spec: dataclasses.Field[Any], value: Any) -> Any:
         key = spec.name.upper()
         raise ConfigError(f"{key} {exc}", key=key) from None
 
+
+def _check_s3_settings(config: Config) -> None:
+    """Every partial S3 configuration, named by the variable that is missing or wrong, before ComfyUI boots;
+    storage builds its client from settings that passed."""
+    endpoint, key_id, secret = config.bucket_settings
+    if config.output_s3_uri:
+        try:
+            bucket, _ = parse_s3_uri(config.output_s3_uri, require_key=False)
+        except ValueError as exc:
+            raise ConfigError(f"OUTPUT_S3_URI {exc} (expected s3://bucket or s3://bucket/prefix)",
+                              key="OUTPUT_S3_URI") from None
+        problem = bucket_problem(bucket, config.s3_bucket_allowlist)
+        if problem:
+            raise ConfigError(f"OUTPUT_S3_URI: {problem}", key="OUTPUT_S3_URI")
+    if key_id and not secret:
+        raise ConfigError("BUCKET_SECRET_ACCESS_KEY is not set but BUCKET_ACCESS_KEY_ID is; set both",
+                          key="BUCKET_SECRET_ACCESS_KEY")
+    if secret and not key_id:
+        raise ConfigError("BUCKET_ACCESS_KEY_ID is not set but BUCKET_SECRET_ACCESS_KEY is; set both",
+                          key="BUCKET_ACCESS_KEY_ID")
+    if endpoint and not key_id:
+        raise ConfigError("BUCKET_ENDPOINT_URL is set but BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are "
+                          "not; set both keys (or unset BUCKET_ENDPOINT_URL to use AWS S3 with the AWS "
+                          "credential chain)", key="BUCKET_ACCESS_KEY_ID")
+    if endpoint:
+        _check_endpoint(endpoint)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    try:
+        parts = urlsplit(endpoint)
+        has_credentials = parts.username is not None or parts.password is not None
+        _ = parts.port
+    except ValueError:
+        raise ConfigError("BUCKET_ENDPOINT_URL is not a valid URL (malformed host or port)",
+                          key="BUCKET_ENDPOINT_URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("BUCKET_ENDPOINT_URL must be an http:// or https:// URL with a host, e.g. "
+                          "https://<account>.r2.cloudflarestorage.com", key="BUCKET_ENDPOINT_URL")
+    if has_credentials:
+        raise ConfigError("BUCKET_ENDPOINT_URL must not contain credentials (user:password@); use "
+                          "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY", key="BUCKET_ENDPOINT_URL")
