@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
 from comfy_serverless import ConfigError
-from comfy_serverless.config import Config
+from comfy_serverless.config import Config, SettingKind, setting, setting_kinds, settings
 
 
 def write(tmp_path: Path, content: object) -> Path:
@@ -66,10 +68,38 @@ def test_missing_file(tmp_path: Path) -> None:
     ({"CONVERT_ATTEMPTS": "0"}, "CONVERT_ATTEMPTS must be at least 1"),
     ({"RUN_TIMEOUT_S": "-1"}, "RUN_TIMEOUT_S must not be negative"),
     ({"API_COMMAND_LINE": "  "}, "API_COMMAND_LINE is empty"),
+    ({"PRESIGN_EXPIRES_S": "604801"}, "PRESIGN_EXPIRES_S must be a lifetime in seconds within the 7 days SigV4 "
+                                      r"allows \(1-604800\), got 604801"),
+    ({"COMFY_EXTRA_ARGS": '--output-directory "/data/out'}, "COMFY_EXTRA_ARGS cannot be split like a shell would"),
 ])
 def test_environment_errors_name_the_variable(environ: dict[str, str], needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle):
+    with pytest.raises(ConfigError, match=needle) as caught:
         Config.load(environ=environ)
+    assert caught.value.details["key"] == next(iter(environ))
+
+
+BOUNDED = [spec for spec in settings(Config) if spec.metadata["minimum"] is not None]
+
+
+@pytest.mark.parametrize("spec", BOUNDED, ids=lambda spec: spec.name.upper())
+def test_every_bound_is_enforced_from_the_environment_and_the_file(tmp_path: Path,
+                                                                   spec: dataclasses.Field[object]) -> None:
+    key = spec.name.upper()
+    too_low = spec.metadata["minimum"] - 1
+    with pytest.raises(ConfigError, match=f"^{key} must .*, got {too_low}") as caught:
+        Config.load(environ={key: str(too_low)})
+    assert caught.value.details["key"] == key
+    with pytest.raises(ConfigError, match=f"^{key} must "):
+        Config.load(write(tmp_path, {key: too_low}), environ={})
+    lowest = Config.load(environ={key: str(spec.metadata["minimum"])})
+    assert getattr(lowest, spec.name) == spec.metadata["minimum"]
+
+
+@pytest.mark.parametrize("key,highest", [("INITIAL_PORT", 65535), ("PRESIGN_EXPIRES_S", 7 * 24 * 3600)])
+def test_upper_bounds(key: str, highest: int) -> None:
+    assert getattr(Config.load(environ={key: str(highest)}), key.lower()) == highest
+    with pytest.raises(ConfigError, match=f"^{key} must be .*, got {highest + 1}$"):
+        Config.load(environ={key: str(highest + 1)})
 
 
 def test_secrets_are_not_in_repr() -> None:
@@ -93,3 +123,87 @@ def test_reference_lists_every_key() -> None:
             "MAX_COMFY_START_ATTEMPTS", "COMFY_START_ATTEMPTS_SLEEP", "COMFYUI_PATH"} <= set(keys)
     secret_rows = [row for row in Config.reference() if row[0] == "BUCKET_SECRET_ACCESS_KEY"]
     assert secret_rows[0][1] == '""'
+
+
+# --- types: from resolved annotations, optional settings included ----------------------------------
+
+@pytest.mark.parametrize("hint,kind", [
+    (int, SettingKind(int)),
+    (str, SettingKind(str)),
+    (int | None, SettingKind(int, optional=True)),
+    (str | None, SettingKind(str, optional=True)),
+    (None | float, SettingKind(float, optional=True)),
+])
+def test_setting_kind_of_an_annotation(hint: object, kind: SettingKind) -> None:
+    assert SettingKind.of(hint) == kind
+
+
+@pytest.mark.parametrize("hint", [list[str], int | str, dict, type(None)])
+def test_unsupported_setting_types_are_refused(hint: object) -> None:
+    with pytest.raises(TypeError, match="a setting is str, int, float or bool"):
+        SettingKind.of(hint)
+
+
+def test_every_setting_of_config_has_a_kind() -> None:
+    kinds = setting_kinds(Config)
+    assert list(kinds) == [spec.name for spec in settings(Config)]
+    assert kinds["initial_port"] == SettingKind(int) and kinds["refresh_worker"] == SettingKind(bool)
+    assert kinds["run_timeout_s"] == SettingKind(float) and kinds["url_allowlist"] == SettingKind(str)
+
+
+@dataclasses.dataclass(frozen=True)
+class WithOptional(Config):
+    """Config plus two optional settings, declared as a real one would be (no current setting is optional)."""
+
+    seed: int | None = setting(None, "A seed. Unset: random.", minimum=0)
+    label: str | None = setting(None, "A label. Unset: none.")
+
+
+def test_optional_settings_load_from_the_environment_and_the_file(tmp_path: Path) -> None:
+    assert WithOptional.load(environ={}).seed is None
+    assert WithOptional.load(environ={"SEED": "7", "LABEL": "night"}) == WithOptional(seed=7, label="night")
+    assert WithOptional.load(environ={"SEED": " ", "LABEL": ""}) == WithOptional()
+    from_file = WithOptional.load(write(tmp_path, {"SEED": 3, "LABEL": None, "INITIAL_PORT": 9000}), environ={})
+    assert (from_file.seed, from_file.label, from_file.initial_port) == (3, None, 9000)
+    assert WithOptional.load(write(tmp_path, {"SEED": None}), environ={"SEED": "5"}).seed == 5
+
+
+@pytest.mark.parametrize("environ,content,needle", [
+    ({"SEED": "soon"}, None, "environment variable SEED must be int, got 'soon'"),
+    ({"SEED": "-1"}, None, "SEED must not be negative, got -1"),
+    ({}, {"SEED": "3"}, "SEED must be int or null, got str '3'"),
+    ({}, {"INITIAL_PORT": None}, "INITIAL_PORT must be int, got NoneType None"),
+])
+def test_optional_setting_errors_name_the_key(tmp_path: Path, environ: dict[str, str], content: object,
+                                              needle: str) -> None:
+    path = None if content is None else write(tmp_path, content)
+    with pytest.raises(ConfigError, match=needle):
+        WithOptional.load(path, environ=environ)
+
+
+# --- values parsed once, at load --------------------------------------------------------------------
+
+def test_url_allowlist_is_parsed_at_load() -> None:
+    allowlist = Config.load(environ={"URL_ALLOWLIST": "Files.Example.COM., 10.0.0.0/8, [fd00::1]"}).parsed_url_allowlist
+    assert allowlist.covers("files.example.com", ipaddress.ip_address("192.168.1.1"))
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("10.2.3.4"))
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("::ffff:10.2.3.4"))  # the IPv4 inside counts
+    assert allowlist.covers("elsewhere", ipaddress.ip_address("fd00::1"))
+    assert not allowlist.covers("elsewhere", ipaddress.ip_address("11.0.0.1"))
+    assert Config.load(environ={}).parsed_url_allowlist.covers("localhost", ipaddress.ip_address("127.0.0.1")) is False
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/99", "not/a/cidr", "fe80::zz"])
+def test_bad_url_allowlist_entry_stops_the_load(tmp_path: Path, entry: str) -> None:
+    needle = f"URL_ALLOWLIST entry '{entry}' is not a host name, IP address or CIDR"
+    with pytest.raises(ConfigError) as caught:
+        Config.load(environ={"URL_ALLOWLIST": f"example.com, {entry}"})
+    assert str(caught.value) == needle and caught.value.details["key"] == "URL_ALLOWLIST"
+    with pytest.raises(ConfigError, match=needle):
+        Config.load(write(tmp_path, {"URL_ALLOWLIST": entry}), environ={})
+
+
+def test_command_joins_both_settings_as_a_shell_splits_them() -> None:
+    config = Config.load(environ={"API_COMMAND_LINE": "'/opt/comfy venv/bin/python' main.py",
+                                  "COMFY_EXTRA_ARGS": "--preview-method 'auto'"})
+    assert config.command == ["/opt/comfy venv/bin/python", "main.py", "--preview-method", "auto"]

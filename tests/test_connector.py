@@ -358,7 +358,7 @@ async def test_conversion_cache_returns_independent_copies(frontend_connector: C
 
 
 async def test_conversion_timeout_retries_then_raises_timeout(frontend_connector: ComfyConnector) -> None:
-    config = Config(**{**frontend_connector.config.__dict__, "convert_timeout_s": 0.0005, "convert_attempts": 2})
+    config = dataclasses.replace(frontend_connector.config, convert_timeout_s=0.0005, convert_attempts=2)
     async with fresh_converter(config, frontend_connector.server_address) as converter:
         with pytest.raises(TimeoutError, match="timed out 2 times"):
             await converter.convert(large_chain(60))

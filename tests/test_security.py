@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from comfy_serverless import ComfyConnector
 from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
-from comfy_serverless.errors import JobInputError, StorageError
+from comfy_serverless.errors import ConfigError, JobInputError
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import FileInputs, check_file_inputs, rewrite_references, split_annotation
@@ -656,10 +656,9 @@ async def test_the_bucket_allowlist_applies_to_inputs_and_outputs(connector: Com
     assert result["outputs"][0]["s3_uri"].startswith(f"s3://{s3_server.bucket}/out/job-scope/")
 
 
-def test_output_s3_uri_outside_the_allowlist_stops_the_worker(s3_server: S3Server) -> None:
-    config = s3_server.config(output_s3_uri="s3://elsewhere/out", s3_bucket_allowlist=s3_server.bucket)
-    with pytest.raises(StorageError, match="OUTPUT_S3_URI: bucket 'elsewhere' is not in S3_BUCKET_ALLOWLIST"):
-        S3Storage.from_config(config)
+def test_output_s3_uri_outside_the_allowlist_stops_the_worker() -> None:
+    with pytest.raises(ConfigError, match="OUTPUT_S3_URI: bucket 'elsewhere' is not in S3_BUCKET_ALLOWLIST"):
+        Config.load(environ={"OUTPUT_S3_URI": "s3://elsewhere/out", "S3_BUCKET_ALLOWLIST": "test-bucket"})
 
 
 # --- 12.3: cleanup acts on exactly what the job added -------------------------------------------

@@ -8,13 +8,12 @@ import os
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from comfy_serverless.config import Config
-from comfy_serverless.errors import StorageError
+from comfy_serverless.errors import ConfigError, StorageError
 from comfy_serverless.files import describe_size
 from comfy_serverless.storage import S3Storage
 from fixtures_s3 import S3Server, free_port, s3_server  # noqa: F401 - s3_server is a fixture
@@ -53,28 +52,43 @@ def test_nothing_configured_means_no_storage(clean_aws_env: pytest.MonkeyPatch) 
     assert S3Storage.from_config(Config()) is None
 
 
-@pytest.mark.parametrize(("settings", "variable", "expected"), [
-    ({"bucket_endpoint_url": "https://s3.example.com"}, "BUCKET_ACCESS_KEY_ID",
+@pytest.mark.parametrize(("environ", "key", "expected"), [
+    ({"BUCKET_ENDPOINT_URL": "https://s3.example.com"}, "BUCKET_ACCESS_KEY_ID",
      "BUCKET_ENDPOINT_URL is set but BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are not"),
-    ({"bucket_endpoint_url": "https://s3.example.com", "bucket_access_key_id": KEY_ID}, "BUCKET_SECRET_ACCESS_KEY",
+    ({"BUCKET_ENDPOINT_URL": "https://s3.example.com", "BUCKET_ACCESS_KEY_ID": KEY_ID}, "BUCKET_SECRET_ACCESS_KEY",
      "BUCKET_SECRET_ACCESS_KEY is not set but BUCKET_ACCESS_KEY_ID is"),
-    ({"bucket_secret_access_key": SECRET}, "BUCKET_ACCESS_KEY_ID",
+    ({"BUCKET_SECRET_ACCESS_KEY": SECRET}, "BUCKET_ACCESS_KEY_ID",
      "BUCKET_ACCESS_KEY_ID is not set but BUCKET_SECRET_ACCESS_KEY is"),
-    ({"output_s3_uri": "https://bucket/prefix"}, "OUTPUT_S3_URI", "OUTPUT_S3_URI must start with s3://"),
-    ({"output_s3_uri": "s3://Not_A_Bucket/x", "bucket_access_key_id": KEY_ID, "bucket_secret_access_key": SECRET},
+    ({"OUTPUT_S3_URI": "https://bucket/prefix"}, "OUTPUT_S3_URI", "OUTPUT_S3_URI must start with s3://"),
+    ({"OUTPUT_S3_URI": "s3://Not_A_Bucket/x", "BUCKET_ACCESS_KEY_ID": KEY_ID, "BUCKET_SECRET_ACCESS_KEY": SECRET},
      "OUTPUT_S3_URI", "OUTPUT_S3_URI has an invalid bucket name"),
-    ({"bucket_endpoint_url": "ftp://s3.example.com", "bucket_access_key_id": KEY_ID,
-      "bucket_secret_access_key": SECRET}, "BUCKET_ENDPOINT_URL", "BUCKET_ENDPOINT_URL must be an http:// or https://"),
-    ({"bucket_endpoint_url": f"https://user:{SECRET}@s3.example.com", "bucket_access_key_id": KEY_ID,
-      "bucket_secret_access_key": SECRET}, "BUCKET_ENDPOINT_URL", "must not contain credentials"),
+    ({"OUTPUT_S3_URI": "s3://elsewhere/out", "S3_BUCKET_ALLOWLIST": "allowed-bucket"}, "OUTPUT_S3_URI",
+     "OUTPUT_S3_URI: bucket 'elsewhere' is not in S3_BUCKET_ALLOWLIST (allowed-bucket)"),
+    ({"BUCKET_ENDPOINT_URL": "ftp://s3.example.com", "BUCKET_ACCESS_KEY_ID": KEY_ID,
+      "BUCKET_SECRET_ACCESS_KEY": SECRET}, "BUCKET_ENDPOINT_URL", "BUCKET_ENDPOINT_URL must be an http:// or https://"),
+    ({"BUCKET_ENDPOINT_URL": "https://s3.example.com:port", "BUCKET_ACCESS_KEY_ID": KEY_ID,
+      "BUCKET_SECRET_ACCESS_KEY": SECRET}, "BUCKET_ENDPOINT_URL", "BUCKET_ENDPOINT_URL is not a valid URL"),
+    ({"BUCKET_ENDPOINT_URL": f"https://user:{SECRET}@s3.example.com", "BUCKET_ACCESS_KEY_ID": KEY_ID,
+      "BUCKET_SECRET_ACCESS_KEY": SECRET}, "BUCKET_ENDPOINT_URL", "must not contain credentials"),
 ])
-def test_partial_configuration_names_the_variable(clean_aws_env: pytest.MonkeyPatch, settings: dict[str, Any],
-                                                  variable: str, expected: str) -> None:
-    with pytest.raises(StorageError) as caught:
-        S3Storage.from_config(Config(**settings))
+def test_partial_configuration_stops_the_load_naming_the_variable(environ: dict[str, str], key: str,
+                                                                  expected: str) -> None:
+    """Checked by Config.load, so the worker stops before ComfyUI boots."""
+    with pytest.raises(ConfigError) as caught:
+        Config.load(environ=environ)
     assert expected in str(caught.value)
-    assert caught.value.details["variable"] == variable
+    assert caught.value.details["key"] == key
     assert SECRET not in str(caught.value) and KEY_ID not in str(caught.value)
+
+
+def test_shape_is_checked_on_trimmed_values(clean_aws_env: pytest.MonkeyPatch) -> None:
+    """Blanks a pasted value brings along are not part of it, for the check and for the client alike."""
+    config = Config.load(environ={"BUCKET_ACCESS_KEY_ID": f" {KEY_ID}\n", "BUCKET_SECRET_ACCESS_KEY": f"{SECRET}\n",
+                                  "BUCKET_ENDPOINT_URL": " https://s3.example.com "})
+    storage = S3Storage.from_config(config)
+    assert storage is not None and storage.endpoint_url == "https://s3.example.com"
+    with pytest.raises(ConfigError, match="BUCKET_SECRET_ACCESS_KEY is not set"):
+        Config.load(environ={"BUCKET_ACCESS_KEY_ID": KEY_ID, "BUCKET_SECRET_ACCESS_KEY": " \n"})
 
 
 def test_output_uri_without_any_credentials_fails_at_startup(clean_aws_env: pytest.MonkeyPatch) -> None:

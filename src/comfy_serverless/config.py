@@ -6,6 +6,12 @@ optional JSON file (``ComfyConnector.create(config_path)`` or the
 name as the key (containers are configured by environment). A mistake in any
 layer is a :class:`ConfigError` that names the file or variable and the key, at
 startup, rather than a confusing failure in the middle of a job.
+
+Each setting carries its own rules (:func:`setting`): the range its value must
+lie in, and the parser that turns its text into what the worker uses
+(``URL_ALLOWLIST`` into a :class:`.addresses.UrlAllowlist`, the command lines
+into words), run once, at load. The S3 settings are checked together, so a
+partial set of them stops the worker before ComfyUI boots.
 """
 
 from __future__ import annotations
@@ -15,22 +21,51 @@ import json
 import os
 import shlex
 import tempfile
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
+from .addresses import UrlAllowlist
 from .errors import ConfigError
+from .sources.s3 import bucket_problem, parse_s3_uri
 
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_TEST_PAYLOAD = str(PACKAGE_DIR / "test_server.json")
 #: Where RunPod mounts an endpoint's network volume.
 NETWORK_VOLUME = Path("/runpod-volume")
+#: The longest a presigned URL may live: 7 days, the SigV4 limit (PRESIGN_EXPIRES_S, a job's ``expires_s``).
+MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600
 
 
-def _setting(default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, repr=not secret, metadata={"doc": doc, "secret": secret})
+def setting(default: Any, doc: str, *, secret: bool = False, minimum: float | None = None,
+             maximum: float | None = None, range_name: str = "", parse: Callable[[Any], Any] | None = None) -> Any:
+    """One setting. ``minimum`` and ``maximum`` bound its value (``range_name`` says what a value within both
+    is, for the error); ``parse`` turns the value into what the worker uses, once, at load, and raises
+    ``ValueError`` with what is wrong (a predicate after the key)."""
+    metadata = {"doc": doc, "secret": secret, "minimum": minimum, "maximum": maximum, "range_name": range_name,
+                "parse": parse}
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _command_words(text: str) -> list[str]:
+    """API_COMMAND_LINE, which must name a program."""
+    words = _shell_words(text)
+    if not words:
+        raise ValueError("is empty; it must start ComfyUI")
+    return words
+
+
+def _shell_words(text: str) -> list[str]:
+    """Words as a shell splits them; shlex's own error ("No closing quotation") would name no setting."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split like a shell would ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -38,105 +73,117 @@ class Config:
     """The worker's configuration. Attribute names are the keys, lower-cased."""
 
     # --- the ComfyUI process -------------------------------------------------------------------
-    api_command_line: str = _setting(
+    api_command_line: str = setting(
         "python main.py",
-        "Command that starts ComfyUI (split like a shell would). `--port` and `--listen` are appended.")
-    api_working_directory: str = _setting(
+        "Command that starts ComfyUI (split like a shell would). `--port` and `--listen` are appended.",
+        parse=_command_words)
+    api_working_directory: str = setting(
         "", "Directory ComfyUI is started in. Empty: COMFYUI_PATH.")
-    api_url: str = _setting("127.0.0.1", "Host ComfyUI listens on and the worker connects to.")
-    initial_port: int = _setting(8188, "First port tried; the first free one from here is used.")
-    comfyui_path: str = _setting(
+    api_url: str = setting("127.0.0.1", "Host ComfyUI listens on and the worker connects to.")
+    initial_port: int = setting(8188, "First port tried; the first free one from here is used.",
+                                 minimum=1, maximum=65535, range_name="a TCP port")
+    comfyui_path: str = setting(
         "/comfyui", "ComfyUI's base directory (holds input/, output/, temp/, user/, models/).")
-    comfy_extra_args: str = _setting(
-        "", "Extra ComfyUI command-line arguments, e.g. `--highvram --preview-method auto`.")
-    comfy_log_file: str = _setting(
+    comfy_extra_args: str = setting(
+        "", "Extra ComfyUI command-line arguments, e.g. `--highvram --preview-method auto`.", parse=_shell_words)
+    comfy_log_file: str = setting(
         "", "File that receives ComfyUI's stdout and stderr. Empty: comfyui.log in SCRATCH_DIR.")
-    max_comfy_start_attempts: int = _setting(
-        3000, "Readiness polls before a boot is declared failed (budget = attempts x sleep).")
-    comfy_start_attempts_sleep: float = _setting(0.1, "Seconds between readiness polls.")
-    kill_grace_s: float = _setting(10.0, "Seconds ComfyUI gets after SIGTERM before SIGKILL.")
+    max_comfy_start_attempts: int = setting(
+        3000, "Readiness polls before a boot is declared failed (budget = attempts x sleep).", minimum=1)
+    comfy_start_attempts_sleep: float = setting(0.1, "Seconds between readiness polls.", minimum=0)
+    kill_grace_s: float = setting(10.0, "Seconds ComfyUI gets after SIGTERM before SIGKILL.", minimum=0)
 
     # --- the browser and conversion -------------------------------------------------------------
-    chromium_executable: str = _setting(
+    chromium_executable: str = setting(
         "", "Chromium binary. Empty: a headless shell (Playwright's, then `chromium-headless-shell` on PATH), "
             "else Playwright's Chromium, else `chromium` on PATH.")
-    convert_timeout_s: float = _setting(30.0, "Seconds one UI-to-API conversion attempt may take.")
-    convert_attempts: int = _setting(
-        3, "Conversion attempts; the page, then the browser, is restarted between them.")
-    conversion_cache_size: int = _setting(256, "Converted workflows kept, by content hash.")
-    frontend_load_timeout_s: float = _setting(120.0, "Seconds the frontend may take to load and set up.")
-    page_recycle_conversions: int = _setting(
+    convert_timeout_s: float = setting(30.0, "Seconds one UI-to-API conversion attempt may take.", minimum=0)
+    convert_attempts: int = setting(
+        3, "Conversion attempts; the page, then the browser, is restarted between them.", minimum=1)
+    conversion_cache_size: int = setting(256, "Converted workflows kept, by content hash.", minimum=1)
+    frontend_load_timeout_s: float = setting(
+        120.0, "Seconds the frontend may take to load and set up.", minimum=0)
+    page_recycle_conversions: int = setting(
         250, "Conversions after which the frontend page is replaced by a fresh one, loaded in the background "
-             "(the frontend keeps a little of every graph it loads). 0: never.")
-    frontend_snapshot: str = _setting(
+             "(the frontend keeps a little of every graph it loads). 0: never.", minimum=0)
+    frontend_snapshot: str = setting(
         "", "Record of what the frontend reads from ComfyUI at start (`python -m comfy_serverless.snapshot_frontend "
             "PATH`): the page sets up from it while ComfyUI boots. Empty: the page waits for ComfyUI.")
 
     # --- running prompts ------------------------------------------------------------------------
-    test_payload_file: str = _setting(
+    test_payload_file: str = setting(
         DEFAULT_TEST_PAYLOAD,
         "Self-test workflow run before the worker reports ready. Empty: no self-test.")
-    run_timeout_s: float = _setting(3600.0, "Default seconds a prompt may run before it is interrupted.")
-    queue_timeout_s: float = _setting(
+    run_timeout_s: float = setting(
+        3600.0, "Default seconds a prompt may run before it is interrupted.", minimum=0)
+    queue_timeout_s: float = setting(
         600.0, "Seconds a job's prompt may wait in ComfyUI's queue behind other jobs' prompts before it starts "
-               "executing; the job's `timeout_s` (or RUN_TIMEOUT_S) counts from the start. 0: no limit.")
-    interrupt_grace_s: float = _setting(
-        10.0, "Seconds ComfyUI gets to stop after an interrupt before it is restarted.")
-    http_timeout_s: float = _setting(30.0, "Seconds one HTTP request to ComfyUI may take.")
-    scratch_dir: str = _setting("", "Local scratch space for downloads. Empty: a folder under the system temp.")
+               "executing; the job's `timeout_s` (or RUN_TIMEOUT_S) counts from the start. 0: no limit.", minimum=0)
+    interrupt_grace_s: float = setting(
+        10.0, "Seconds ComfyUI gets to stop after an interrupt before it is restarted.", minimum=0)
+    http_timeout_s: float = setting(30.0, "Seconds one HTTP request to ComfyUI may take.", minimum=0)
+    scratch_dir: str = setting("", "Local scratch space for downloads. Empty: a folder under the system temp.")
 
     # --- jobs: inputs ---------------------------------------------------------------------------
-    input_max_bytes: int = _setting(2 * 1024**3, "Largest single job input (S3, URL or base64), in bytes.")
-    download_timeout_s: float = _setting(300.0, "Seconds one input download may take.")
-    url_allowlist: str = _setting(
+    input_max_bytes: int = setting(
+        2 * 1024**3, "Largest single job input (S3, URL or base64), in bytes.", minimum=1)
+    download_timeout_s: float = setting(300.0, "Seconds one input download may take.", minimum=0)
+    url_allowlist: str = setting(
         "", "Comma-separated hosts, IPs or CIDRs that URL inputs may reach even though they are "
-            "loopback, private or link-local (refused by default).")
-    hf_endpoint: str = _setting(
+            "loopback, private or link-local (refused by default).", parse=UrlAllowlist.parse)
+    hf_endpoint: str = setting(
         "https://huggingface.co", "Hugging Face Hub that `hf://` inputs come from (`<HF_ENDPOINT>/<owner>/<repo>/"
                                   "resolve/<revision>/<path>`), e.g. a mirror; fetched as URL inputs are "
                                   "(URL_ALLOWLIST applies).")
-    hf_token: str = _setting(
+    hf_token: str = setting(
         "", "Hugging Face token for private and gated `hf://` files; sent only to HF_ENDPOINT (its scheme, host and "
             "port), never to the other host a download is redirected to (the Hub's CDN).", secret=True)
-    max_job_payload_bytes: int = _setting(
-        64 * 1024**2, "Largest job input accepted, as serialised JSON (base64 data included).")
-    max_job_inputs: int = _setting(1000, "Most files one job may place (`inputs` and `images` together).")
-    max_job_input_bytes: int = _setting(
-        4 * 1024**3, "Largest total size of one job's inputs, in bytes (INPUT_MAX_BYTES caps each one).")
-    fetch_timeout_s: float = _setting(
+    max_job_payload_bytes: int = setting(
+        64 * 1024**2, "Largest job input accepted, as serialised JSON (base64 data included).", minimum=1)
+    max_job_inputs: int = setting(
+        1000, "Most files one job may place (`inputs` and `images` together).", minimum=1)
+    max_job_input_bytes: int = setting(
+        4 * 1024**3, "Largest total size of one job's inputs, in bytes (INPUT_MAX_BYTES caps each one).", minimum=1)
+    fetch_timeout_s: float = setting(
         900.0, "Seconds the fetch phase of a job (all its inputs) may take, apart from the job's `timeout_s`. "
-               "0: no limit.")
-    model_cache_dir: str = _setting(
+               "0: no limit.", minimum=0)
+    model_cache_dir: str = setting(
         "", "Where cached inputs (`models` inputs, and any with `\"cache\": true`) are kept across jobs. Empty: "
             "/runpod-volume/comfy-serverless/model-cache when a network volume is mounted, else "
             "comfy-serverless-model-cache under the system temp.")
-    model_cache_max_bytes: int = _setting(
+    model_cache_max_bytes: int = setting(
         50 * 1024**3, "Size the model cache is kept under, in bytes; least recently used entries go first, never "
-                      "one a running job uses.")
+                      "one a running job uses.", minimum=1)
 
     # --- jobs: outputs and storage --------------------------------------------------------------
-    output_s3_uri: str = _setting("", "Default output location, `s3://bucket/prefix`. Empty: inline outputs.")
-    bucket_endpoint_url: str = _setting("", "S3-compatible endpoint URL (RunPod's variable name).")
-    bucket_access_key_id: str = _setting("", "S3 access key id (RunPod's variable name).", secret=True)
-    bucket_secret_access_key: str = _setting("", "S3 secret key (RunPod's variable name).", secret=True)
-    s3_region: str = _setting("", "S3 region. Empty: the AWS chain (AWS_REGION, AWS_DEFAULT_REGION, ...).")
-    s3_bucket_allowlist: str = _setting(
+    output_s3_uri: str = setting("", "Default output location, `s3://bucket/prefix`. Empty: inline outputs.")
+    bucket_endpoint_url: str = setting("", "S3-compatible endpoint URL (RunPod's variable name).")
+    bucket_access_key_id: str = setting("", "S3 access key id (RunPod's variable name).", secret=True)
+    bucket_secret_access_key: str = setting("", "S3 secret key (RunPod's variable name).", secret=True)
+    s3_region: str = setting("", "S3 region. Empty: the AWS chain (AWS_REGION, AWS_DEFAULT_REGION, ...).")
+    s3_bucket_allowlist: str = setting(
         "", "Comma-separated S3 buckets that job inputs and outputs (and OUTPUT_S3_URI) may use. Empty: any "
             "bucket the credentials reach.")
-    presign_expires_s: int = _setting(3600, "Default lifetime of presigned output URLs, in seconds.")
-    inline_output_max_bytes: int = _setting(
-        7 * 1024**2, "Largest total size of outputs returned inline as base64, in bytes.")
-    include_temp_outputs: bool = _setting(False, "Also return temp outputs (previews) by default.")
-    refresh_worker: bool = _setting(False, "Ask RunPod for a fresh worker after every job.")
-    progress_interval_s: float = _setting(0.5, "Least seconds between two progress updates sent to RunPod.")
+    presign_expires_s: int = setting(
+        3600, "Default lifetime of presigned output URLs, in seconds.",
+        minimum=1, maximum=MAX_PRESIGN_EXPIRES_S, range_name="a lifetime in seconds within the 7 days SigV4 allows")
+    inline_output_max_bytes: int = setting(
+        7 * 1024**2, "Largest total size of outputs returned inline as base64, in bytes.", minimum=0)
+    include_temp_outputs: bool = setting(False, "Also return temp outputs (previews) by default.")
+    refresh_worker: bool = setting(False, "Ask RunPod for a fresh worker after every job.")
+    progress_interval_s: float = setting(
+        0.5, "Least seconds between two progress updates sent to RunPod.", minimum=0)
 
     # --- throughput -----------------------------------------------------------------------------
-    max_concurrent_jobs: int = _setting(
+    max_concurrent_jobs: int = setting(
         2, "Jobs one worker takes at once (RunPod's concurrency_modifier): while one executes, the others fetch, "
-           "convert, wait in ComfyUI's queue and upload. ComfyUI still executes one prompt at a time.")
-    stream_outputs: bool = _setting(
+           "convert, wait in ComfyUI's queue and upload. ComfyUI still executes one prompt at a time.", minimum=1)
+    stream_outputs: bool = setting(
         False, "Stream: the handler is a generator that yields each output as soon as it is delivered, then a "
                "final item (see README, Streaming). False: one dict result per job.")
+
+    #: Each parsed setting's value, as its ``parse`` returns it (set once, by ``__post_init__``).
+    _parsed: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -146,44 +193,40 @@ class Config:
         environ = os.environ if environ is None else environ
         if config_path is None and environ.get(CONFIG_PATH_ENV):
             config_path = environ[CONFIG_PATH_ENV]
+        kinds = setting_kinds(cls)
         values: dict[str, Any] = {}
         if config_path is not None:
-            values.update(_read_json_file(Path(config_path)))
-        for spec in dataclasses.fields(cls):
+            values.update(_read_json_file(Path(config_path), kinds))
+        for spec in settings(cls):
             key = spec.name.upper()
             if key in environ:
-                values[spec.name] = _coerce(environ[key], spec.type, source=f"environment variable {key}")
+                values[spec.name] = _coerce(environ[key], kinds[spec.name], key=key,
+                                            source=f"environment variable {key}")
         return cls(**values)
 
     def __post_init__(self) -> None:
-        positive = ("max_comfy_start_attempts", "convert_attempts", "conversion_cache_size", "input_max_bytes",
-                    "max_job_payload_bytes", "max_job_inputs", "max_job_input_bytes", "presign_expires_s",
-                    "model_cache_max_bytes", "max_concurrent_jobs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.upper()} must be at least 1, got {getattr(self, name)!r}",
-                                  key=name.upper())
-        non_negative = ("comfy_start_attempts_sleep", "kill_grace_s", "convert_timeout_s", "run_timeout_s",
-                        "interrupt_grace_s", "http_timeout_s", "download_timeout_s", "inline_output_max_bytes",
-                        "progress_interval_s", "frontend_load_timeout_s", "fetch_timeout_s", "page_recycle_conversions",
-                        "queue_timeout_s")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name.upper()} must not be negative, got {getattr(self, name)!r}",
-                                  key=name.upper())
-        if not 1 <= self.initial_port <= 65535:
-            raise ConfigError(f"INITIAL_PORT must be a TCP port (1-65535), got {self.initial_port}",
-                              key="INITIAL_PORT")
-        if not self.command:
-            raise ConfigError("API_COMMAND_LINE is empty; it must start ComfyUI", key="API_COMMAND_LINE")
-        if self.presign_expires_s > 604800:
-            raise ConfigError("PRESIGN_EXPIRES_S must be at most 604800 (7 days, the SigV4 limit)",
-                              key="PRESIGN_EXPIRES_S")
+        specs = settings(type(self))
+        for spec in specs:
+            _check_bounds(spec, getattr(self, spec.name))
+        parsed = {spec.name: _parse(spec, getattr(self, spec.name)) for spec in specs if spec.metadata["parse"]}
+        object.__setattr__(self, "_parsed", parsed)
+        _check_s3_settings(self)
 
     # --- derived values -----------------------------------------------------------------------
     @property
     def command(self) -> list[str]:
-        return shlex.split(self.api_command_line) + shlex.split(self.comfy_extra_args)
+        return [*self._parsed["api_command_line"], *self._parsed["comfy_extra_args"]]
+
+    @property
+    def parsed_url_allowlist(self) -> UrlAllowlist:
+        return cast(UrlAllowlist, self._parsed["url_allowlist"])
+
+    @property
+    def bucket_settings(self) -> tuple[str, str, str]:
+        """BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY without the blanks a pasted
+        value brings along."""
+        return (self.bucket_endpoint_url.strip(), self.bucket_access_key_id.strip(),
+                self.bucket_secret_access_key.strip())
 
     @property
     def working_directory(self) -> Path:
@@ -216,20 +259,91 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Values that must never appear in logs, errors or results."""
-        return [getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata.get("secret") and getattr(self, f.name)]
+        return [getattr(self, spec.name) for spec in settings(type(self))
+                if spec.metadata["secret"] and getattr(self, spec.name)]
 
     @classmethod
     def reference(cls) -> list[tuple[str, str, str]]:
         """(KEY, default, meaning) for every setting, as the README documents them."""
         rows = []
-        for spec in dataclasses.fields(cls):
-            default = "" if spec.metadata.get("secret") else spec.default
+        for spec in settings(cls):
+            default = "" if spec.metadata["secret"] else spec.default
             rows.append((spec.name.upper(), json.dumps(default), spec.metadata["doc"]))
         return rows
 
 
-def _read_json_file(path: Path) -> dict[str, Any]:
+def settings(cls: type[Config]) -> list[dataclasses.Field[Any]]:
+    """The settings of ``cls``: its fields declared with :func:`setting`, in declaration order."""
+    return [spec for spec in dataclasses.fields(cls) if "doc" in spec.metadata]
+
+
+# --- types ------------------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class SettingKind:
+    """What a setting's annotation asks for: a scalar type, and whether ``None`` (not set) is allowed."""
+
+    type: type
+    optional: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.type.__name__} or null" if self.optional else self.type.__name__
+
+    @classmethod
+    def of(cls, hint: Any) -> SettingKind:
+        """``int`` or ``int | None`` (``Optional[int]``): a resolved annotation, never its text."""
+        union = typing.get_origin(hint) in (types.UnionType, typing.Union)
+        members = typing.get_args(hint) if union else (hint,)
+        scalars = [member for member in members if member is not type(None)]
+        if len(scalars) != 1 or scalars[0] not in _SCALARS:
+            raise TypeError(f"a setting is str, int, float or bool, or one of them | None; got {hint!r}")
+        return cls(scalars[0], optional=len(scalars) < len(members))
+
+
+def setting_kinds(cls: type[Config]) -> dict[str, SettingKind]:
+    """Each setting's kind, from the class's resolved annotations (``from __future__ import annotations``
+    leaves only their text in ``Field.type``)."""
+    hints = typing.get_type_hints(cls)
+    return {spec.name: SettingKind.of(hints[spec.name]) for spec in settings(cls)}
+
+
+def _coerce(text: str, kind: SettingKind, *, key: str, source: str) -> Any:
+    """An environment variable's text as ``kind``; an empty one leaves an optional setting unset (``None``)."""
+    if kind.optional and not text.strip():
+        return None
+    if kind.type is str:
+        return text
+    if kind.type is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{source} must be true or false, got {text!r}", key=key)
+    try:
+        return kind.type(text)
+    except ValueError:
+        raise ConfigError(f"{source} must be {kind.type.__name__}, got {text!r}", key=key) from None
+
+
+def _check_json_type(value: Any, kind: SettingKind, *, key: str, source: str) -> Any:
+    """A config file's value as ``kind``: JSON has the types already, so only an int is widened to float."""
+    if value is None and kind.optional:
+        return None
+    if kind.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and kind.type is not bool:
+        raise ConfigError(f"{source}: {key} must be {kind.name}, got a boolean", key=key)
+    if not isinstance(value, kind.type):
+        raise ConfigError(f"{source}: {key} must be {kind.name}, got {type(value).__name__} {value!r}", key=key)
+    return value
+
+
+def _read_json_file(path: Path, kinds: Mapping[str, SettingKind]) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -240,46 +354,80 @@ def _read_json_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}", file=str(path)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a JSON object of settings", file=str(path))
-    types = {spec.name.upper(): spec for spec in dataclasses.fields(Config)}
+    by_key = {name.upper(): name for name in kinds}
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        spec = types.get(key)
-        if spec is None:
-            known = ", ".join(sorted(types))
+        if key not in by_key:
+            known = ", ".join(sorted(by_key))
             raise ConfigError(f"config file {path}: unknown key {key!r} (known keys: {known})",
                               file=str(path), key=key)
-        values[spec.name] = _check_json_type(value, spec.type, source=f"config file {path}", key=key)
+        name = by_key[key]
+        values[name] = _check_json_type(value, kinds[name], key=key, source=f"config file {path}")
     return values
 
 
-_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+# --- values -----------------------------------------------------------------------------------
+
+def _check_bounds(spec: dataclasses.Field[Any], value: Any) -> None:
+    minimum, maximum = spec.metadata["minimum"], spec.metadata["maximum"]
+    if value is None or ((minimum is None or value >= minimum) and (maximum is None or value <= maximum)):
+        return
+    if spec.metadata["range_name"]:
+        problem = f"must be {spec.metadata['range_name']} ({minimum}-{maximum})"
+    elif maximum is not None and value > maximum:
+        problem = f"must be at most {maximum}"
+    else:
+        problem = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+    key = spec.name.upper()
+    raise ConfigError(f"{key} {problem}, got {value!r}", key=key)
 
 
-def _check_json_type(value: Any, type_name: Any, *, source: str, key: str) -> Any:
-    expected = _TYPES[str(type_name)]
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and expected is not bool:
-        raise ConfigError(f"{source}: {key} must be {expected.__name__}, got a boolean", key=key)
-    if not isinstance(value, expected):
-        raise ConfigError(f"{source}: {key} must be {expected.__name__}, got {type(value).__name__} "
-                          f"{value!r}", key=key)
-    return value
-
-
-def _coerce(text: str, type_name: Any, *, source: str) -> Any:
-    expected = _TYPES[str(type_name)]
-    key = source.rsplit(" ", 1)[-1]
-    if expected is str:
-        return text
-    if expected is bool:
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigError(f"{source} must be true or false, got {text!r}", key=key)
+def _parse(spec: dataclasses.Field[Any], value: Any) -> Any:
     try:
-        return expected(text)
+        return spec.metadata["parse"](value)
+    except ValueError as exc:
+        key = spec.name.upper()
+        raise ConfigError(f"{key} {exc}", key=key) from None
+
+
+def _check_s3_settings(config: Config) -> None:
+    """Every partial S3 configuration, named by the variable that is missing or wrong, before ComfyUI boots;
+    storage builds its client from settings that passed."""
+    endpoint, key_id, secret = config.bucket_settings
+    if config.output_s3_uri:
+        try:
+            bucket, _ = parse_s3_uri(config.output_s3_uri, require_key=False)
+        except ValueError as exc:
+            raise ConfigError(f"OUTPUT_S3_URI {exc} (expected s3://bucket or s3://bucket/prefix)",
+                              key="OUTPUT_S3_URI") from None
+        problem = bucket_problem(bucket, config.s3_bucket_allowlist)
+        if problem:
+            raise ConfigError(f"OUTPUT_S3_URI: {problem}", key="OUTPUT_S3_URI")
+    if key_id and not secret:
+        raise ConfigError("BUCKET_SECRET_ACCESS_KEY is not set but BUCKET_ACCESS_KEY_ID is; set both",
+                          key="BUCKET_SECRET_ACCESS_KEY")
+    if secret and not key_id:
+        raise ConfigError("BUCKET_ACCESS_KEY_ID is not set but BUCKET_SECRET_ACCESS_KEY is; set both",
+                          key="BUCKET_ACCESS_KEY_ID")
+    if endpoint and not key_id:
+        raise ConfigError("BUCKET_ENDPOINT_URL is set but BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are "
+                          "not; set both keys (or unset BUCKET_ENDPOINT_URL to use AWS S3 with the AWS "
+                          "credential chain)", key="BUCKET_ACCESS_KEY_ID")
+    if endpoint:
+        _check_endpoint(endpoint)
+
+
+def _check_endpoint(endpoint: str) -> None:
+    try:
+        parts = urlsplit(endpoint)
+        has_credentials = parts.username is not None or parts.password is not None
+        _ = parts.port
     except ValueError:
-        raise ConfigError(f"{source} must be {expected.__name__}, got {text!r}", key=key) from None
+        raise ConfigError("BUCKET_ENDPOINT_URL is not a valid URL (malformed host or port)",
+                          key="BUCKET_ENDPOINT_URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("BUCKET_ENDPOINT_URL must be an http:// or https:// URL with a host, e.g. "
+                          "https://<account>.r2.cloudflarestorage.com", key="BUCKET_ENDPOINT_URL")
+    if has_credentials:
+        raise ConfigError("BUCKET_ENDPOINT_URL must not contain credentials (user:password@); use "
+                          "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY", key="BUCKET_ENDPOINT_URL")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from .config import Config
+from .config import MAX_PRESIGN_EXPIRES_S, Config
 from .errors import JobInputError, WorkflowError
 from .files import FOLDER_TYPES, relative_path_problem
 from .problems import SHOWN_CHARS, Problems, show
@@ -35,7 +35,6 @@ from .workflow import WorkflowFormat, detect_format, parse_workflow
 OutputMode = Literal["s3", "inline", "default"]
 
 MAX_TIMEOUT_S = 86400
-MAX_PRESIGN_EXPIRES_S = 604800  # 7 days, the SigV4 limit
 #: Deepest nesting of objects and arrays in a workflow or an override value. Saved workflows stay
 #: within about 10; far deeper values exhaust the stack of recursive code downstream (copies,
 #: serialisers, ComfyUI's own hashing) instead of failing cleanly.

@@ -2,8 +2,8 @@
 
 Written against the failure modes of RunPod's ``rp_upload`` and the peer
 workers: a partial configuration (an endpoint without keys, one key without the
-other) fails at startup naming the missing variable instead of silently writing
-"uploads" to a local folder; objects are streamed to and from disk in worker
+other) fails at startup naming the missing variable (``Config`` checks it)
+instead of silently writing "uploads" to a local folder; objects are streamed to and from disk in worker
 threads instead of being buffered whole in memory; custom endpoints get
 path-style addressing, SigV4 and a region, so presigned URLs work on MinIO and
 R2; and every error names the object and the fix, never a credential.
@@ -19,7 +19,6 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -30,7 +29,6 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .errors import StorageError
 from .files import describe_size
-from .sources.s3 import bucket_problem, parse_s3_uri
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -85,16 +83,14 @@ class S3Storage:
         """The storage the configuration describes; ``None`` when S3 is not configured at all.
 
         S3 counts as configured as soon as any BUCKET_* variable or OUTPUT_S3_URI
-        is set; from then on every gap is a :class:`StorageError` naming the
-        variable, raised at startup rather than at the first upload.
+        is set. ``Config`` has already refused a partial set of them; what is left
+        to check here, at startup rather than at the first upload, is that the AWS
+        credential chain has credentials when no BUCKET_* keys are given.
         """
-        endpoint = config.bucket_endpoint_url.strip()
-        key_id = config.bucket_access_key_id.strip()
-        secret = config.bucket_secret_access_key.strip()
+        endpoint, key_id, secret = config.bucket_settings
         if not (endpoint or key_id or secret or config.output_s3_uri):
             return None
         secrets = [*config.secrets(), key_id, secret]
-        _check_settings(config, endpoint=endpoint, key_id=key_id, secret=secret)
         session = boto3.session.Session()
         if not key_id:
             _require_chain_credentials(session, secrets)
@@ -263,47 +259,6 @@ def _unwrap_upload_error(exc: BaseException) -> BaseException:
 
 def _is_botocore_error(exc: BaseException) -> bool:
     return isinstance(exc, BotoCoreError | ClientError)
-
-
-def _check_settings(config: Config, *, endpoint: str, key_id: str, secret: str) -> None:
-    """Every partial S3 configuration, named by the variable that is missing or wrong."""
-    if config.output_s3_uri:
-        try:
-            bucket, _ = parse_s3_uri(config.output_s3_uri, require_key=False)
-        except ValueError as exc:
-            raise StorageError(f"OUTPUT_S3_URI {exc} (expected s3://bucket or s3://bucket/prefix)",
-                               variable="OUTPUT_S3_URI") from None
-        problem = bucket_problem(bucket, config.s3_bucket_allowlist)
-        if problem:
-            raise StorageError(f"OUTPUT_S3_URI: {problem}", variable="OUTPUT_S3_URI")
-    if key_id and not secret:
-        raise StorageError("BUCKET_SECRET_ACCESS_KEY is not set but BUCKET_ACCESS_KEY_ID is; set both",
-                           variable="BUCKET_SECRET_ACCESS_KEY")
-    if secret and not key_id:
-        raise StorageError("BUCKET_ACCESS_KEY_ID is not set but BUCKET_SECRET_ACCESS_KEY is; set both",
-                           variable="BUCKET_ACCESS_KEY_ID")
-    if endpoint and not key_id:
-        raise StorageError("BUCKET_ENDPOINT_URL is set but BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY are "
-                           "not; set both keys (or unset BUCKET_ENDPOINT_URL to use AWS S3 with the AWS "
-                           "credential chain)", variable="BUCKET_ACCESS_KEY_ID")
-    if endpoint:
-        _check_endpoint(endpoint)
-
-
-def _check_endpoint(endpoint: str) -> None:
-    try:
-        parts = urlsplit(endpoint)
-        has_credentials = parts.username is not None or parts.password is not None
-        _ = parts.port
-    except ValueError:
-        raise StorageError("BUCKET_ENDPOINT_URL is not a valid URL (malformed host or port)",
-                           variable="BUCKET_ENDPOINT_URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise StorageError("BUCKET_ENDPOINT_URL must be an http:// or https:// URL with a host, e.g. "
-                           "https://<account>.r2.cloudflarestorage.com", variable="BUCKET_ENDPOINT_URL")
-    if has_credentials:
-        raise StorageError("BUCKET_ENDPOINT_URL must not contain credentials (user:password@); use "
-                           "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY", variable="BUCKET_ENDPOINT_URL")
 
 
 def _require_chain_credentials(session: boto3.session.Session, secrets: Sequence[str]) -> None:

@@ -46,7 +46,7 @@ class Worker:
 
     def start(self) -> None:
         """Validate storage settings, boot ComfyUI and Chromium and run the self-test; raises if any fails."""
-        storage = S3Storage.from_config(self.config)  # a partial S3 setup fails here, before ComfyUI boots
+        storage = S3Storage.from_config(self.config)  # S3 without credentials fails here, before ComfyUI boots
         self._thread.start()
         self.call_blocking(self.connector.start())
         self._runner = JobRunner(self.connector, self.config, storage)

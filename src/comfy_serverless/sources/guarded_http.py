@@ -13,31 +13,26 @@ again. The body is streamed to disk under a size cap.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from ..addresses import IPAddress, UrlAllowlist, embedded_ipv4, normalise_host
 from ..errors import InputFetchError
 from ..files import describe_size
 from .base import Charge, Fetched, FetchRequest
 from .url import BearerToken, parse_url
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 1024 * 1024
 _CONNECT_TIMEOUT_S = 30.0
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _ALLOWLIST_HINT = "add the host, IP or CIDR to URL_ALLOWLIST to allow it"
 _STATUS_HINT = "check that the URL is right and has not expired"
 
@@ -49,55 +44,9 @@ def _shown(url: URL) -> str:
 
 # --- which addresses may be reached ------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Allowlist:
-    """URL_ALLOWLIST: hosts by name, and IP networks."""
-
-    hosts: frozenset[str]
-    networks: tuple[IPNetwork, ...]
-
-    def covers(self, host: str, address: IPAddress) -> bool:
-        if _normalise_host(host) in self.hosts:
-            return True
-        candidates = {address, *_embedded_ipv4(address)}
-        return any(ip.version == net.version and ip in net for ip in candidates for net in self.networks)
-
-
-@functools.lru_cache(maxsize=8)
-def _parse_allowlist(text: str) -> _Allowlist:
-    hosts: set[str] = set()
-    networks: list[IPNetwork] = []
-    for raw in text.split(","):
-        entry = raw.strip().removeprefix("[").removesuffix("]")
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            if "/" in entry or ":" in entry:
-                raise ValueError(f"URL_ALLOWLIST entry {raw.strip()!r} is not a host name, IP address or CIDR") \
-                    from None
-            hosts.add(_normalise_host(entry))
-    return _Allowlist(frozenset(hosts), tuple(networks))
-
-
-def _normalise_host(host: str) -> str:
-    return host.rstrip(".").lower()
-
-
-def _embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses hidden in an IPv6 one (mapped, NAT64, 6to4, Teredo): each must pass the checks too."""
-    if not isinstance(address, ipaddress.IPv6Address):
-        return []
-    found = [address.ipv4_mapped, address.sixtofour, address.teredo[1] if address.teredo else None]
-    if address in _NAT64:
-        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return [ip for ip in found if ip is not None]
-
-
 def non_public_reason(address: IPAddress) -> str | None:
     """Why ``address`` is not a public internet address ("loopback", "private", ...), or ``None``."""
-    for embedded in _embedded_ipv4(address):
+    for embedded in embedded_ipv4(address):
         reason = non_public_reason(embedded)
         if reason:
             return f"{reason}, as {embedded} embedded in IPv6"
@@ -154,11 +103,11 @@ class PinnedResolver(AbstractResolver):
         self._pinned: dict[str, list[ResolveResult]] = {}
 
     def pin(self, host: str, results: list[ResolveResult]) -> None:
-        self._pinned[_normalise_host(host)] = results
+        self._pinned[normalise_host(host)] = results
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = [r for r in self._pinned.get(_normalise_host(host), [])
+        results = [r for r in self._pinned.get(normalise_host(host), [])
                    if family in (socket.AF_UNSPEC, r["family"])]
         if not results:
             raise OSError(f"{host} was not validated for this download")
@@ -168,7 +117,7 @@ class PinnedResolver(AbstractResolver):
         self._pinned.clear()
 
 
-async def _check_destination(url: URL, allowlist: _Allowlist, resolver: PinnedResolver, label: str) -> None:
+async def _check_destination(url: URL, allowlist: UrlAllowlist, resolver: PinnedResolver, label: str) -> None:
     """Refuse ``url`` (from :func:`parse_url`) unless every address of its host is public or allowlisted;
     pin those addresses."""
     host = url.raw_host or ""
@@ -196,10 +145,7 @@ async def fetch_url(url: str, request: FetchRequest, *, token: BearerToken | Non
     error status.
     """
     label = request.label
-    try:
-        allowlist = _parse_allowlist(request.config.url_allowlist)
-    except ValueError as exc:
-        raise InputFetchError(f"{label}: {exc}", input=label) from None
+    allowlist = request.config.parsed_url_allowlist
     try:
         first = parse_url(url)
     except ValueError as exc:
