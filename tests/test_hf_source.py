@@ -16,7 +16,7 @@ from aiohttp import web
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
-from comfy_serverless.errors import InputFetchError, JobInputError
+from comfy_serverless.errors import ConfigError, InputFetchError, JobInputError
 from comfy_serverless.inputs import fetch_to_file
 from comfy_serverless.job import JobRunner
 from comfy_serverless.jobspec import parse_input_list, parse_job_input
@@ -189,9 +189,10 @@ async def test_the_hub_is_guarded_like_any_url(hub: Hub, tmp_path: Path) -> None
     assert "127.0.0.1 is not a public address (loopback)" in message and hub.requests == []
 
 
-async def test_a_bad_endpoint_is_named(tmp_path: Path) -> None:
-    message = await refused("hf://owner/repo/photo.png", tmp_path, Config(hf_endpoint="ftp://mirror.example"))
-    assert "the Hub URL built from HF_ENDPOINT must be an http:// or https:// URL (got scheme 'ftp')" in message
+def test_a_bad_endpoint_stops_the_worker_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://mirror.example")
+    with pytest.raises(ConfigError, match=r"HF_ENDPOINT.*must be an http:// or https:// URL \(got scheme 'ftp'\)"):
+        Config.load()
 
 
 async def test_a_cached_model_is_revalidated_not_downloaded_again(hub: Hub, tmp_path: Path) -> None:

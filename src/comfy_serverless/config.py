@@ -29,9 +29,12 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from .addresses import UrlAllowlist
 from .errors import ConfigError
 from .sources.s3 import bucket_problem, parse_s3_uri
+from .sources.url import parse_url
 
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -58,6 +61,14 @@ def _command_words(text: str) -> list[str]:
     if not words:
         raise ValueError("is empty; it must start ComfyUI")
     return words
+
+
+def _hub_endpoint(text: str) -> URL:
+    """HF_ENDPOINT as the URL every ``hf://`` input is resolved against: checked once, like a job's URL."""
+    try:
+        return parse_url(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (expected e.g. https://huggingface.co)") from None
 
 
 def _shell_words(text: str) -> list[str]:
@@ -134,7 +145,7 @@ class Config:
     hf_endpoint: str = setting(
         "https://huggingface.co", "Hugging Face Hub that `hf://` inputs come from (`<HF_ENDPOINT>/<owner>/<repo>/"
                                   "resolve/<revision>/<path>`), e.g. a mirror; fetched as URL inputs are "
-                                  "(URL_ALLOWLIST applies).")
+                                  "(URL_ALLOWLIST applies).", parse=_hub_endpoint)
     hf_token: str = setting(
         "", "Hugging Face token for private and gated `hf://` files; sent only to HF_ENDPOINT (its scheme, host and "
             "port), never to the other host a download is redirected to (the Hub's CDN).", secret=True)
@@ -220,6 +231,11 @@ class Config:
     @property
     def parsed_url_allowlist(self) -> UrlAllowlist:
         return cast(UrlAllowlist, self._parsed["url_allowlist"])
+
+    @property
+    def hub_origin(self) -> URL:
+        """The scheme, host and port of HF_ENDPOINT: the only origin HF_TOKEN is sent to."""
+        return cast(URL, self._parsed["hf_endpoint"]).origin()
 
     @property
     def bucket_settings(self) -> tuple[str, str, str]:

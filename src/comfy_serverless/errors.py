@@ -51,7 +51,8 @@ class ComfyServerlessError(Exception):
 
 
 class ConfigError(ComfyServerlessError, RuntimeError):
-    """The configuration file or an environment variable is missing, unknown or of the wrong type."""
+    """A setting (configuration file or environment variable) is unknown, of the wrong type, out of its
+    bounds or unusable (a bad URL_ALLOWLIST entry, a partial S3 setup); ``details`` name the key or the file."""
 
 
 class ConnectorStateError(ComfyServerlessError, RuntimeError):

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..errors import InputFetchError
 from .base import Fetched, FetchRequest, ParsedSource, Source
-from .url import MAX_URL_LENGTH, BearerToken, fetch_guarded, parse_url
+from .url import MAX_URL_LENGTH, BearerToken, fetch_guarded
 
 _SYNTAX = "hf://owner/repo[@revision]/path/in/repo"
 _REPO_TYPE_PREFIXES = {"models": "", "datasets": "datasets/", "spaces": "spaces/"}
@@ -107,9 +107,5 @@ class HfSource(Source):
             url = parse_hf_uri(source).url(config.hf_endpoint)
         except ValueError as exc:
             raise InputFetchError(f"{label}: the hf:// source {exc}", input=label) from None
-        try:
-            origin = parse_url(url).origin()
-        except ValueError as exc:
-            raise InputFetchError(f"{label}: the Hub URL built from HF_ENDPOINT {exc}", input=label) from None
-        token = BearerToken(origin, config.hf_token) if config.hf_token else None
+        token = BearerToken(config.hub_origin, config.hf_token) if config.hf_token else None
         return await fetch_guarded(url, request, token=token, status_hints=_STATUS_HINTS)
