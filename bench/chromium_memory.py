@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from comfy_serverless import ComfyConnector
-from ui_workflows import chain, empty_image, invert, save_image, scale
+from tests.support.ui_workflows import chain, empty_image, invert, save_image, scale
 
 from .common import REPO, Figure, Report, median, write_config
 from .memory import MB, _measure, chromium_pss

@@ -9,7 +9,7 @@ from typing import Any
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.browser import _APP_READY_JS, _CONVERT_JS
-from ui_workflows import chain, empty_image, invert, large_chain, save_image
+from tests.support.ui_workflows import chain, empty_image, invert, large_chain, save_image
 
 from .common import REPO, Figure, Report, median, percentile
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.job import JobRunner
-from support.loopback import loopback_server
+from tests.support.loopback import loopback_server
 
 from .common import REAL_COMFY, Figure, Report, median
 from .jobs import png_bytes
