@@ -304,8 +304,8 @@ async def test_newest_frontend_converts_the_suite_like_the_pinned_one(config_pat
     for frontend in (pinned_frontend(), newest_frontend()):
         with start_server(str(tmp_path / frontend.name), frontend.comfy_args) as server:
             async with fresh_converter(config, server.url) as converter:
-                assert converter._page is not None
-                assert await converter._page.evaluate(FRONTEND_VERSION_JS) == frontend.version
+                assert converter.page is not None
+                assert await converter.page.evaluate(FRONTEND_VERSION_JS) == frontend.version
                 prompts.append([await converter.convert(workflow) for workflow in conversion_suite()])
     assert prompts[0] == prompts[1]
 
@@ -393,7 +393,7 @@ async def _convert_while_reaching_for(connector: ComfyConnector, other: str, hit
         add_node(workflow, ("Note", [f"{other}/note.png"], [], []))
         prompt = await converter.convert(workflow)
         assert prompt["1"]["inputs"]["image"] == f"{other}/widget.png"
-        page = converter._page
+        page = converter.page
         assert page is not None
         await page.evaluate("""(other) => {
             fetch(other + "/fetch").catch(() => null);
