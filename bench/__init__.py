@@ -1,10 +1,6 @@
-"""Benchmarks of comfy-serverless, each beside its baseline: ``python -m bench`` (see README).
+"""Benchmarks of comfy-serverless, each beside its baseline: ``python -m bench`` from the repository root (see README).
 
-The UI workflow builders, the test server and the S3 server fixture live in tests/, which
-is put on the import path here, before any benchmark module imports them.
+The UI workflow builders, the test server and the S3 server come from the test suite's
+package (``tests.support``), importable because ``python -m`` puts the current directory first
+on the import path.
 """
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -21,7 +21,7 @@ from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
-from fixtures_s3 import moto_server
+from tests.support.fixtures_s3 import moto_server
 
 from . import chromium_memory, cold_start, conversion, jobs, model_cache, throughput
 from .common import REPO, Report, comfy_root, write_config

@@ -9,7 +9,6 @@ image chains of varied length) and its PSS is read after boot, after 100 and aft
 from __future__ import annotations
 
 import copy
-import json
 import random
 import shutil
 import time
@@ -19,13 +18,13 @@ from typing import Any
 import psutil
 
 from comfy_serverless import ComfyConnector
-from ui_workflows import chain, empty_image, invert, save_image, scale
+from tests.support.ui_workflows import chain, empty_image, invert, load_workflow, save_image, scale
 
-from .common import REPO, Figure, Report, median, write_config
-from .memory import MB, _measure, chromium_pss
+from .common import Figure, Report, median, write_config
+from .memory import MB, chromium_pss, rss_and_pss
 
 CHECKPOINTS = (100, 1000)
-DEFAULT_T2I = json.loads((REPO / "tests/workflows/default_t2i.json").read_text())
+DEFAULT_T2I = load_workflow("default_t2i.json")
 
 
 def varied_workflow(index: int, rng: random.Random) -> dict[str, Any]:
@@ -42,14 +41,14 @@ def varied_workflow(index: int, rng: random.Random) -> dict[str, Any]:
 
 
 async def measure(report: Report, workdir: Path, root: Path, label: str, executable: str, count: int) -> None:
-    instance = ComfyConnector._instance
+    instance = ComfyConnector.current()
     if instance is not None:
         await instance.kill_api()
     connector = await ComfyConnector.create(str(write_config(workdir, root, CHROMIUM_EXECUTABLE=executable)))
     try:
         rng = random.Random(7)
         after_boot = chromium_pss(connector)
-        worker = _measure([psutil.Process()])[1]
+        worker = rss_and_pss([psutil.Process()])[1]
         report.add(Figure(f"Chromium PSS after boot, {label}", after_boot / MB, "MB"))
         report.add(Figure(f"worker + Chromium PSS after boot, {label}", (worker + after_boot) / MB, "MB",
                           target="<= 500 MB", met=worker + after_boot <= 500 * MB))

@@ -9,14 +9,14 @@ from typing import Any
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.browser import _APP_READY_JS, _CONVERT_JS
-from ui_workflows import chain, empty_image, invert, large_chain, save_image
+from tests.support.ui_workflows import chain, empty_image, invert, large_chain, load_workflow, save_image
 
-from .common import REPO, Figure, Report, median, percentile
+from .common import Figure, Report, median, percentile
 
 
 def workflows() -> dict[str, dict[str, Any]]:
     return {
-        "default text-to-image (7 nodes)": json.loads((REPO / "tests/workflows/default_t2i.json").read_text()),
+        "default text-to-image (7 nodes)": load_workflow("default_t2i.json"),
         "image chain (62 nodes)": large_chain(60),
         "small (3 nodes)": chain(empty_image(), invert(), save_image()),
     }

@@ -28,7 +28,7 @@ def _tree(pid: int | None) -> list[psutil.Process]:
         return []
 
 
-def _measure(processes: list[psutil.Process]) -> tuple[int, int]:
+def rss_and_pss(processes: list[psutil.Process]) -> tuple[int, int]:
     rss = pss = 0
     for process in processes:
         try:
@@ -46,7 +46,7 @@ def chromium_processes(connector: ComfyConnector) -> list[psutil.Process]:
 
 
 def chromium_pss(connector: ComfyConnector) -> int:
-    return _measure(chromium_processes(connector))[1]
+    return rss_and_pss(chromium_processes(connector))[1]
 
 
 class MemorySampler:
@@ -66,7 +66,7 @@ class MemorySampler:
             "comfyui": _tree(self._connector.comfy.pid),
         }
         for name, processes in groups.items():
-            rss, pss = _measure(processes)
+            rss, pss = rss_and_pss(processes)
             old = self.peaks.get(name, (0, 0))
             self.peaks[name] = (max(old[0], rss), max(old[1], pss))
 

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.job import JobRunner
-from support.loopback import loopback_server
+from tests.support.comfy import set_faults
+from tests.support.loopback import loopback_server
 
 from .common import REAL_COMFY, Figure, Report, median
 from .jobs import png_bytes
@@ -47,9 +48,7 @@ async def slow_input_server(body: bytes) -> AsyncIterator[str]:
 async def slow_blurs(connector: ComfyConnector, seconds: float) -> None:
     """On the test server, an ImageBlur takes ``seconds`` (0: as fast as Pillow); a real ComfyUI is left alone."""
     if not REAL_COMFY:
-        status, _ = await connector._require_client().request(
-            "POST", "/_test/faults", {"class_delay_s": {"ImageBlur": seconds}} if seconds else {"reset": True})
-        assert status == 200
+        await set_faults(connector, **({"class_delay_s": {"ImageBlur": seconds}} if seconds else {"reset": True}))
 
 
 def blur_job(url: str, index: int, bucket: str) -> dict[str, Any]:

@@ -91,7 +91,7 @@ ensure_runtime_venv() { ensure_worker_venv "$RUNTIME_VENV" builder/requirements.
 
 # The newest frontend release, which the conversion tests run against beside the pinned one:
 # installed into .frontend-latest/, as the venv cannot hold a second version of the package.
-# Its pin is the "# newest-frontend:" line of builder/requirements-dev.txt (tests/conftest.py reads it too).
+# Its pin is the "# newest-frontend:" line of builder/requirements-dev.txt (tests/support/frontends.py reads it too).
 ensure_newest_frontend() {
     local stamp=$NEWEST_FRONTEND_DIR/.setup-stamp spec
     spec=$(sed -n 's/^# newest-frontend: *//p' builder/requirements-dev.txt)

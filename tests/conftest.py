@@ -1,62 +1,32 @@
-"""Shared fixtures: which ComfyUI the contract tests run against, and a connector booted on it.
+"""Fixtures shared by the test modules: the ComfyUI under test and a connector booted on it, job runners,
+a loopback image server, the pipeline spies; the S3 server comes from the tests.support.fixtures_s3 plugin.
 
-By default the tests start the ComfyUI-compatible test server in tests/comfy_test_server
-(real frontend, real protocol). With ``COMFYUI_PATH`` set they run against that real
-ComfyUI instead (``API_COMMAND_LINE`` says how to start it, e.g.
-``"/opt/comfy-venv/bin/python main.py --cpu"``). Tests that need the test server's fault
-injection are skipped on a real ComfyUI, saying so.
-
-The conversion tests run twice, through ``frontend_connector``: on a ComfyUI serving the
-pinned frontend package and on one serving the newest release (``--front-end-root``).
+Which ComfyUI that is (the test server, or a real one with ``COMFYUI_PATH``) is decided in
+tests/support/comfy.py. The conversion tests run twice, through ``frontend_connector``: on a
+ComfyUI serving the pinned frontend package and on one serving the newest release
+(``--front-end-root``).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import json
 import os
 import shlex
-import shutil
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from aiohttp import web
 
 from comfy_serverless import ComfyConnector
+from comfy_serverless.config import Config
+from comfy_serverless.job import JobRunner
+from tests.support.comfy import REAL_COMFY, needs_test_server, shared_connector, write_config
+from tests.support.frontends import Frontend, newest_frontend, pinned_frontend
+from tests.support.jobs import png
+from tests.support.loopback import loopback_server
+from tests.support.spies import Spies, spy_on_the_pipeline
 
-TESTS_DIR = Path(__file__).resolve().parent
-TEST_SERVER_MAIN = TESTS_DIR / "comfy_test_server" / "main.py"
-WORKFLOWS_DIR = TESTS_DIR / "workflows"
-REQUIREMENTS_DEV = TESTS_DIR.parent / "builder" / "requirements-dev.txt"
-NEWEST_FRONTEND_DIR = TESTS_DIR.parent / ".frontend-latest"
-FRONTEND_PACKAGE = "comfyui-frontend-package"
-REAL_COMFY = bool(os.environ.get("COMFYUI_PATH"))
-
-needs_test_server = pytest.mark.skipif(
-    REAL_COMFY, reason="uses the test server's fault injection, which a real ComfyUI does not have")
-
-
-def chromium_executable() -> str:
-    """The system Chromium where there is one (CI installs Debian's package), else Playwright's."""
-    return os.environ.get("CHROMIUM_EXECUTABLE") or shutil.which("chromium") or ""
-
-
-def connector_settings(comfy_root: Path, **overrides: Any) -> dict[str, Any]:
-    """Config keys for a connector on this test run's ComfyUI; ``overrides`` win."""
-    settings: dict[str, Any] = {"INITIAL_PORT": 18300, "CHROMIUM_EXECUTABLE": chromium_executable(),
-                                "COMFY_START_ATTEMPTS_SLEEP": 0.05, "MAX_COMFY_START_ATTEMPTS": 2400,
-                                "KILL_GRACE_S": 5.0, "INTERRUPT_GRACE_S": 20.0}
-    if not REAL_COMFY:
-        settings |= {"API_COMMAND_LINE": f"{sys.executable} {TEST_SERVER_MAIN}", "COMFYUI_PATH": str(comfy_root)}
-    return settings | overrides
-
-
-def write_config(path: Path, comfy_root: Path, **overrides: Any) -> Path:
-    path.write_text(json.dumps(connector_settings(comfy_root, **overrides)))
-    return path
+pytest_plugins = ["tests.support.fixtures_s3"]
 
 
 @pytest.fixture(scope="session")
@@ -75,57 +45,10 @@ def config_path(comfy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return write_config(tmp_path_factory.mktemp("config") / "connector.json", comfy_root)
 
 
-async def shared_connector(config_path: Path) -> ComfyConnector:
-    """The process's ready connector on this config (booted again if a test killed it).
-
-    It is a singleton, so one on another config is killed first.
-    """
-    instance = ComfyConnector.current()
-    if instance is not None and instance.config_path != str(config_path):
-        await instance.kill_api()
-    return await ComfyConnector.create(str(config_path))
-
-
 @pytest.fixture
 async def connector(config_path: Path) -> AsyncIterator[ComfyConnector]:
     """The shared ready connector on the default config."""
     yield await shared_connector(config_path)
-
-
-@dataclass(frozen=True)
-class Frontend:
-    """A frontend build the conversion tests run against, and how ComfyUI is told to serve it."""
-
-    name: str
-    version: str
-    comfy_args: tuple[str, ...]
-
-
-def newest_frontend_version() -> str:
-    """The version on requirements-dev.txt's ``# newest-frontend:`` line (local_setup.sh installs that)."""
-    prefix = f"# newest-frontend: {FRONTEND_PACKAGE}=="
-    for line in REQUIREMENTS_DEV.read_text().splitlines():
-        if line.startswith(prefix):
-            return line.removeprefix(prefix).strip()
-    raise AssertionError(f"{REQUIREMENTS_DEV} has no {prefix!r} line")
-
-
-def newest_frontend() -> Frontend:
-    """The newest frontend release, installed beside the venv; a failure (not a skip) if it is missing,
-    since a silently skipped tier would test nothing."""
-    version = newest_frontend_version()
-    installed = [dist.version for dist in
-                 importlib.metadata.distributions(name=FRONTEND_PACKAGE, path=[str(NEWEST_FRONTEND_DIR)])]
-    if installed != [version]:
-        pytest.fail(f"{FRONTEND_PACKAGE}=={version} is not installed in {NEWEST_FRONTEND_DIR} (found {installed}); "
-                    "`make test` or `bash builder/local_setup.sh newest-frontend` installs it")
-    static = NEWEST_FRONTEND_DIR / "comfyui_frontend_package" / "static"
-    return Frontend("newest", version, ("--front-end-root", str(static)))
-
-
-def pinned_frontend() -> Frontend:
-    """The frontend package installed in the venv: the one ComfyUI serves by default, and the worker preloads."""
-    return Frontend("pinned", importlib.metadata.version(FRONTEND_PACKAGE), ())
 
 
 @pytest.fixture(scope="module", params=["pinned", pytest.param("newest", marks=needs_test_server)])
@@ -158,5 +81,31 @@ async def _kill_connector_at_end() -> AsyncIterator[None]:
         await ComfyConnector.current().kill_api()
 
 
-def load_workflow(name: str) -> dict[str, Any]:
-    return json.loads((WORKFLOWS_DIR / name).read_text())
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """Where the job runner keeps each job's private files: a path inside the test's tmp_path."""
+    return tmp_path / "scratch"
+
+
+@pytest.fixture
+def runner(connector: ComfyConnector, scratch: Path) -> JobRunner:
+    """A runner without S3: outputs inline."""
+    return JobRunner(connector, Config(scratch_dir=str(scratch)), None)
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[str]:
+    """A loopback HTTP server whose ``/img/{name}`` is an 8x8 PNG of colour (50, 60, 70); yields its base URL."""
+    app = web.Application()
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=png((50, 60, 70)), content_type="image/png")
+
+    app.router.add_get("/img/{name}", image)
+    async with loopback_server(app) as url:
+        yield url
+
+
+@pytest.fixture
+def spies(monkeypatch: pytest.MonkeyPatch) -> Spies:
+    """What the job pipeline queued, placed and connected to during the test (tests/support/spies.py)."""
+    return spy_on_the_pipeline(monkeypatch)

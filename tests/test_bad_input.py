@@ -5,9 +5,10 @@ real) and real Chromium. For each: the result is an error whose text names the o
 node, ComfyUI queued nothing (``/history`` unchanged, and no prompt was accepted by ComfyUI), and
 ComfyUI's input/output/temp folders and the job scratch dir are as they were.
 
-URL inputs pointing at non-public addresses must be refused *before* any connection: the module
-spies on the download's resolver (aiohttp asks it before every connection) and blocks every DNS
-lookup of a non-numeric host but ``localhost``, so no case can reach beyond this machine.
+URL inputs pointing at non-public addresses must be refused *before* any connection: the ``spies``
+fixture (tests/support/spies.py) watches the download's resolver (aiohttp asks it before every
+connection) and blocks every DNS lookup of a non-numeric host but ``localhost``, so no case can
+reach beyond this machine.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import base64
 import copy
 import json
 import math
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from comfy_serverless import ComfyConnector
-from comfy_serverless import job as job_module
-from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
-from comfy_serverless.errors import PromptValidationError
-from comfy_serverless.folders import ComfyFiles
-from comfy_serverless.inputs import fetch_all
 from comfy_serverless.job import JobRunner
-from comfy_serverless.sources.guarded_http import PinnedResolver
-from test_jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png, runner, scratch
-from ui_workflows import add_node, with_unknown_node
-
-_FIXTURES = (runner, scratch)  # reused from test_jobs: the runner without S3, and its scratch dir
+from tests.support.jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png
+from tests.support.spies import Spies, assert_nothing_ran, history
+from tests.support.ui_workflows import add_node, with_unknown_node
 
 IMAGE = png((10, 20, 30))
 IMAGE_URI = data_uri(IMAGE)
@@ -282,94 +274,6 @@ CASES = [
                                    "colour": "red"},
          "(4 problems)", "input.workflow", "input.inputs[0].source", "input.timeout_s", "'colour'"),
 ]
-
-
-# --- spies: what was queued, what was connected to ---------------------------------------------
-class Spies:
-    """Prompts ComfyUI accepted, inputs fetched and placed, hosts a download connected to, DNS lookups refused."""
-
-    def __init__(self) -> None:
-        self.queued: list[dict[str, Any]] = []
-        self.fetched: list[str] = []
-        self.placed: list[str] = []
-        self.connections: list[str] = []
-        self.blocked_lookups: list[str] = []
-
-
-def _local_host(host: object) -> bool:
-    """Loopback names and numeric addresses: looking them up sends nothing over the network."""
-    if host is None or (isinstance(host, str) and host.lower() in ("localhost", "localhost.")):
-        return True
-    text = host.decode() if isinstance(host, bytes) else str(host)
-    try:
-        socket.inet_pton(socket.AF_INET6, text.split("%")[0])
-        return True
-    except OSError:
-        pass
-    try:
-        socket.inet_aton(text)  # also the short and decimal forms (2130706433, 0x7f.1)
-        return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spies]:
-    spies = Spies()
-    queue_prompt = ComfyClient.queue_prompt
-    resolve = PinnedResolver.resolve
-    upload_async = ComfyFiles.upload_async
-    getaddrinfo = socket.getaddrinfo
-
-    async def spy_queue_prompt(self: ComfyClient, prompt: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        try:
-            await queue_prompt(self, prompt, *args, **kwargs)
-        except PromptValidationError as exc:
-            if exc.queued:  # ComfyUI queued the valid part
-                spies.queued.append(prompt)
-            raise
-        spies.queued.append(prompt)
-
-    async def spy_fetch_all(items: Any, **kwargs: Any) -> list[int]:
-        spies.fetched.extend(spec.field for spec, _ in items)
-        return await fetch_all(items, **kwargs)
-
-    async def spy_upload_async(self: ComfyFiles, *args: Any, **kwargs: Any) -> str:
-        placed = await upload_async(self, *args, **kwargs)
-        spies.placed.append(placed)
-        return placed
-
-    async def spy_resolve(self: PinnedResolver, host: str, *args: Any, **kwargs: Any) -> Any:
-        spies.connections.append(host)
-        return await resolve(self, host, *args, **kwargs)
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _local_host(host):
-            spies.blocked_lookups.append(str(host))
-            raise socket.gaierror(socket.EAI_NONAME, f"test_bad_input blocks DNS lookups of {host}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(ComfyClient, "queue_prompt", spy_queue_prompt)
-    monkeypatch.setattr(PinnedResolver, "resolve", spy_resolve)
-    monkeypatch.setattr(ComfyFiles, "upload_async", spy_upload_async)
-    monkeypatch.setattr(job_module, "fetch_all", spy_fetch_all)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    yield spies
-
-
-async def history(connector: ComfyConnector) -> dict[str, Any]:
-    return await connector.client.get_json("/history")
-
-
-async def assert_nothing_ran(connector: ComfyConnector, spies: Spies, history_before: dict[str, Any],
-                             folders_before: dict[str, list[str]], scratch_dir: Path) -> None:
-    assert spies.queued == [], "ComfyUI accepted a prompt for a bad job"
-    assert spies.placed == [], "an input was placed in ComfyUI's folders for a bad job"
-    assert await history(connector) == history_before
-    assert await connector.client.get_json("/queue") == {"queue_running": [], "queue_pending": []}
-    assert folder_state(connector, scratch_dir) == folders_before
-    assert spies.connections == [], f"a download connected to {spies.connections}"
-    assert spies.blocked_lookups == [], f"DNS lookups of {spies.blocked_lookups} were attempted"
 
 
 # --- the cases --------------------------------------------------------------------------------

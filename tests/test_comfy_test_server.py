@@ -20,8 +20,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from comfy_test_server.launcher import MAIN, ServerProcess, start_server  # noqa: E402
+from tests.comfy_test_server.launcher import MAIN, ServerProcess, start_server
 
 TRACE_PROMPT: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 643235}},

@@ -21,18 +21,16 @@ import pytest
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
-from conftest import REAL_COMFY
-from test_connector import set_faults
-from test_faults import comfy_processes
-from test_jobs import data_uri, first_pixel, folder_state, png, scratch  # noqa: F401 (a fixture)
-from ui_workflows import chain, invert, load_image, save_image
+from tests.support.comfy import REAL_COMFY, comfy_processes, set_faults
+from tests.support.jobs import data_uri, first_pixel, folder_state, png
+from tests.support.ui_workflows import chain, invert, load_image, save_image
 
 #: Seconds each blur takes on the test server; a real ComfyUI on CPU takes about as long for the batch below.
 BLUR_S = 1.5
 
 
 @pytest.fixture
-async def runner(connector: ComfyConnector, scratch: Path) -> AsyncIterator[JobRunner]:  # noqa: F811
+async def runner(connector: ComfyConnector, scratch: Path) -> AsyncIterator[JobRunner]:
     """A runner whose blurs take BLUR_S on the test server too; the delay is lifted afterwards."""
     if not REAL_COMFY:
         await set_faults(connector, class_delay_s={"ImageBlur": BLUR_S})
@@ -92,7 +90,7 @@ async def running_and_pending(connector: ComfyConnector, running: str, pending: 
 
 # --- several jobs, one ComfyUI ------------------------------------------------------------------
 async def test_twenty_jobs_in_pairs_get_exactly_their_own_inputs_and_outputs(
-        runner: JobRunner, connector: ComfyConnector, scratch: Path) -> None:  # noqa: F811
+        runner: JobRunner, connector: ComfyConnector, scratch: Path) -> None:
     """10 pairs: both jobs of a pair upload photo.png and save with the same prefix (UI workflows, so the
     conversions are concurrent too). Each gets the inverse of its own color, and nothing is left."""
     before, history_before = folder_state(connector, scratch), await comfy_history(connector)
@@ -167,7 +165,7 @@ async def test_the_wait_in_the_queue_has_its_own_budget(runner: JobRunner, conne
 
 
 async def test_comfyui_killed_with_two_jobs_in_flight(runner: JobRunner, connector: ComfyConnector,
-                                                      scratch: Path) -> None:  # noqa: F811
+                                                      scratch: Path) -> None:
     """Both jobs fail cleanly (no refresh_worker: ComfyUI comes back), one restart, the next job runs."""
     before = folder_state(connector, scratch)
     old_pid = connector.comfy.pid
@@ -199,7 +197,7 @@ def four_outputs(prefix: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_streamed_outputs_arrive_while_later_nodes_still_run(runner: JobRunner, connector: ComfyConnector,
-                                                                   scratch: Path) -> None:  # noqa: F811
+                                                                   scratch: Path) -> None:
     before = folder_state(connector, scratch)
     items, running_at_first = [], None
     async for item in runner.stream("job-stream", four_outputs("stream")):
@@ -218,7 +216,7 @@ async def test_streamed_outputs_arrive_while_later_nodes_still_run(runner: JobRu
 
 
 async def test_an_error_after_streamed_outputs_is_a_final_item_listing_them(
-        runner: JobRunner, connector: ComfyConnector, scratch: Path) -> None:  # noqa: F811
+        runner: JobRunner, connector: ComfyConnector, scratch: Path) -> None:
     before = folder_state(connector, scratch)
     items = [item async for item in runner.stream("job-stream-fail", four_outputs("stream-fail", timeout_s=2))]
     *outputs, final = items

@@ -32,37 +32,32 @@ from comfy_serverless import (
 )
 from comfy_serverless.browser import FrontendConverter
 from comfy_serverless.config import Config
-from comfy_test_server.launcher import start_server
-from conftest import (
+from tests.comfy_test_server.launcher import start_server
+from tests.support.comfy import (
     REAL_COMFY,
-    Frontend,
-    load_workflow,
+    api_prompt,
+    comfy_processes,
     needs_test_server,
-    newest_frontend,
-    pinned_frontend,
+    our_processes,
+    output_paths,
+    set_faults,
     write_config,
 )
-from support.loopback import loopback_server
-from ui_workflows import (
+from tests.support.frontends import Frontend, newest_frontend, pinned_frontend
+from tests.support.loopback import loopback_server
+from tests.support.ui_workflows import (
     add_node,
     chain,
     empty_image,
     invert,
     large_chain,
     load_image,
+    load_workflow,
     preview_image,
     save_image,
     scale,
     with_unknown_node,
 )
-
-
-def api_prompt(width: int = 32, prefix: str = "contract") -> dict[str, Any]:
-    return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": 24, "batch_size": 1, "color": 255}},
-        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
-    }
 
 
 def slow_prompt() -> dict[str, Any]:
@@ -75,30 +70,10 @@ def slow_prompt() -> dict[str, Any]:
     }
 
 
-async def set_faults(connector: ComfyConnector, **faults: Any) -> None:
-    status, _ = await connector.client.request("POST", "/_test/faults", faults)
-    assert status == 200
-
-
 async def slow_down(connector: ComfyConnector) -> None:
     """Make the slow prompt slow on the test server too (its nodes are otherwise instant)."""
     if not REAL_COMFY:
         await set_faults(connector, node_delay_s=1.5)
-
-
-def output_paths(connector: ComfyConnector, history: dict[str, Any]) -> list[Path]:
-    from comfy_serverless.outputs import collect_outputs
-    return [f.path for entry in history.values()
-            for f in collect_outputs(entry, connector.files.folders, include_temp=True)[0]]
-
-
-def our_processes() -> list[psutil.Process]:
-    """Live ComfyUI and Chromium processes below this one (session fixtures such as the S3 server excluded)."""
-    def started_by_connector(process: psutil.Process) -> bool:
-        command = " ".join(process.cmdline())
-        return "main.py" in command or "chrom" in process.name().lower() or "playwright" in command
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE and started_by_connector(p)]
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
@@ -126,8 +101,7 @@ async def test_concurrent_creates_share_one_boot(connector: ComfyConnector, conf
     first, second = await asyncio.gather(ComfyConnector.create(str(config_path)),
                                          ComfyConnector.create(str(config_path)))
     assert first is second and first.state is ConnectorState.READY
-    comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
-    assert len(comfy) == 1
+    assert len(comfy_processes()) == 1
 
 
 async def test_the_connector_is_an_async_context_manager(connector: ComfyConnector, config_path: Path) -> None:
@@ -207,8 +181,7 @@ async def test_comfy_dead_between_runs_is_restarted(connector: ComfyConnector) -
     history = await connector.run_workflow(api_prompt(prefix="after-restart"))
     assert connector.comfy.pid != old_pid
     assert all(p.exists() for p in output_paths(connector, history))
-    comfy = [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
-    assert [p.pid for p in comfy] == [connector.comfy.pid]
+    assert [p.pid for p in comfy_processes()] == [connector.comfy.pid]
     assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == psutil.STATUS_ZOMBIE
     # a restart picks a free port afresh; the old one may be reused since it was released
     assert connector.server_address.startswith("http://127.0.0.1:") and old_address
@@ -331,8 +304,8 @@ async def test_newest_frontend_converts_the_suite_like_the_pinned_one(config_pat
     for frontend in (pinned_frontend(), newest_frontend()):
         with start_server(str(tmp_path / frontend.name), frontend.comfy_args) as server:
             async with fresh_converter(config, server.url) as converter:
-                assert converter._page is not None
-                assert await converter._page.evaluate(FRONTEND_VERSION_JS) == frontend.version
+                assert converter.page is not None
+                assert await converter.page.evaluate(FRONTEND_VERSION_JS) == frontend.version
                 prompts.append([await converter.convert(workflow) for workflow in conversion_suite()])
     assert prompts[0] == prompts[1]
 
@@ -420,7 +393,7 @@ async def _convert_while_reaching_for(connector: ComfyConnector, other: str, hit
         add_node(workflow, ("Note", [f"{other}/note.png"], [], []))
         prompt = await converter.convert(workflow)
         assert prompt["1"]["inputs"]["image"] == f"{other}/widget.png"
-        page = converter._page
+        page = converter.page
         assert page is not None
         await page.evaluate("""(other) => {
             fetch(other + "/fetch").catch(() => null);

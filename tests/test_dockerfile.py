@@ -25,7 +25,7 @@ from types import ModuleType
 
 import pytest
 
-from support.imports import third_party_imports
+from tests.support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDER = ROOT / "builder"
@@ -333,12 +333,10 @@ def test_requirements_list_every_third_party_import():
     runtime = _pinned_names(BUILDER / "requirements.txt")
     dev = _pinned_names(BUILDER / "requirements-dev.txt")
     app_files = [ROOT / "handler.py", *sorted((ROOT / "src").rglob("*.py"))]
-    test_dir = ROOT / "tests"
-    test_files = sorted(test_dir.rglob("*.py"))
-    local = {"comfy_serverless"} | {path.stem for path in test_dir.glob("*.py")} | \
-            {path.name for path in test_dir.iterdir() if path.is_dir()}
-    for imports, allowed, what in ((_third_party_imports(app_files, local), runtime, "requirements.txt"),
-                                   (_third_party_imports(test_files, local), dev, "requirements-dev.txt")):
+    test_files = sorted((ROOT / "tests").rglob("*.py"))
+    for imports, allowed, what in ((_third_party_imports(app_files, {"comfy_serverless"}), runtime, "requirements.txt"),
+                                   (_third_party_imports(test_files, {"comfy_serverless", "tests"}), dev,
+                                    "requirements-dev.txt")):
         for module, path in imports.items():
             distributions = _distributions(module)
             assert distributions, f"{path.relative_to(ROOT)} imports {module}, which is not installed"

@@ -18,8 +18,15 @@ from comfy_serverless import (
     ConnectorState,
     RunTimeoutError,
 )
-from conftest import needs_test_server, write_config
-from test_connector import api_prompt, output_paths, set_faults
+from tests.support.comfy import (
+    api_prompt,
+    comfy_processes,
+    needs_test_server,
+    output_paths,
+    set_faults,
+    shared_connector,
+    write_config,
+)
 
 pytestmark = needs_test_server
 
@@ -29,10 +36,7 @@ async def fault_connector(comfy_root: Path, tmp_path_factory: pytest.TempPathFac
     """A connector with short grace periods, so that stuck-ComfyUI paths run in seconds."""
     path = write_config(tmp_path_factory.getbasetemp() / "faults.json", comfy_root, INTERRUPT_GRACE_S=1.5,
                         KILL_GRACE_S=2.0, INITIAL_PORT=18400)
-    instance = ComfyConnector.current()
-    if instance is not None and instance.config_path != str(path):
-        await instance.kill_api()
-    connector = await ComfyConnector.create(str(path))
+    connector = await shared_connector(path)
     yield connector
     await set_faults_if_alive(connector)
 
@@ -46,11 +50,6 @@ async def run_ok(connector: ComfyConnector, prefix: str) -> None:
     history = await connector.run_workflow(api_prompt(prefix=prefix))
     assert all(p.is_file() for p in output_paths(connector, history))
     connector.files.delete_outputs(history)
-
-
-def comfy_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and "main.py" in " ".join(p.cmdline())]
 
 
 async def test_comfy_killed_mid_job_fails_fast_and_next_job_runs(fault_connector: ComfyConnector) -> None:

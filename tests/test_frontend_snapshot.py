@@ -14,8 +14,8 @@ import pytest
 
 from comfy_serverless import ComfyConnector, ConfigError
 from comfy_serverless.frontend_record import FrontendRecord, structure_hash
-from conftest import write_config
-from ui_workflows import chain, empty_image, invert, save_image
+from tests.support.comfy import write_config
+from tests.support.ui_workflows import chain, empty_image, invert, save_image
 
 WORKFLOW = chain(empty_image(21, 13, 5), invert(), save_image("snapshot"), titles={2: "Flip"})
 

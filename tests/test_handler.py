@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import REAL_COMFY, connector_settings
+from tests.support.comfy import REAL_COMFY, connector_settings
+from tests.support.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,12 +136,6 @@ def test_partial_s3_configuration_fails_before_booting(comfy_root: Path) -> None
     assert time.monotonic() - started < 30
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -151,7 +145,7 @@ def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any
 
 def serve_api(comfy_root: Path, **env: str) -> tuple[subprocess.Popen[str], int]:
     """``handler.py --rp_serve_api`` in a subprocess, once its API answers; the process and its port."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_port", str(port)], cwd=REPO,
         env=handler_env(comfy_root, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -22,11 +22,8 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.jobspec import parse_input_list, parse_job_input
 from comfy_serverless.model_cache import ModelCache
 from comfy_serverless.sources.hf import parse_hf_uri
-from support.loopback import loopback_server
-from test_jobs import first_pixel, invert_job, png, scratch
-from test_jobspec import API_WORKFLOW
-
-_FIXTURES = (scratch,)  # reused: the runner's scratch dir
+from tests.support.jobs import API_WORKFLOW, first_pixel, invert_job, png
+from tests.support.loopback import loopback_server
 
 TOKEN = "hf_Tk7Qx2Lp9Vm4Hd8Zn1Jf83Kd02Lq9Wx"
 LABEL = "input.inputs[0] (photo.png)"
@@ -208,7 +205,7 @@ async def test_a_cached_model_is_revalidated_not_downloaded_again(hub: Hub, tmp_
 
 # --- a job ----------------------------------------------------------------------------------------
 
-async def test_a_job_with_an_image_from_the_hub(connector: ComfyConnector, scratch: Path, hub: Hub,  # noqa: F811
+async def test_a_job_with_an_image_from_the_hub(connector: ComfyConnector, scratch: Path, hub: Hub,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     runner = JobRunner(connector, hub.config(scratch_dir=str(scratch), hf_token=TOKEN), None)

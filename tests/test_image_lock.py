@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from support.imports import third_party_imports
+from tests.support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDER = ROOT / "builder"

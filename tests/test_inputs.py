@@ -30,8 +30,8 @@ from comfy_serverless.sources.data import decode_base64_to_file
 from comfy_serverless.sources.guarded_http import PinnedResolver, non_public_reason
 from comfy_serverless.sources.url import url_problem
 from comfy_serverless.storage import S3Storage
-from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
-from support.loopback import loopback_server
+from tests.support.fixtures_s3 import S3Server
+from tests.support.loopback import loopback_server
 
 LABEL = "input.inputs[0] (photo.png)"
 PAYLOAD = os.urandom(300 * 1024)
@@ -331,13 +331,13 @@ def test_base64_round_trip(data: bytes, tmp_path_factory: pytest.TempPathFactory
 # --- S3 ----------------------------------------------------------------------------------------
 
 @pytest.fixture
-def storage(s3_server: S3Server) -> S3Storage:  # noqa: F811
+def storage(s3_server: S3Server) -> S3Storage:
     created = S3Storage.from_config(s3_server.config())
     assert created is not None
     return created
 
 
-async def test_s3_input(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+async def test_s3_input(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:
     s3_server.client().put_object(Bucket=s3_server.bucket, Key="in/photo.png", Body=PAYLOAD)
     size = await fetch(f"s3://{s3_server.bucket}/in/photo.png", tmp_path / "p", storage=storage)
     assert size == len(PAYLOAD) and (tmp_path / "p").read_bytes() == PAYLOAD
@@ -348,7 +348,7 @@ async def test_s3_input_without_s3_configured(tmp_path: Path) -> None:
     assert "no S3 configured" in message and "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY" in message
 
 
-async def test_s3_input_missing_or_too_large(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_s3_input_missing_or_too_large(storage: S3Storage, s3_server: S3Server,
                                              tmp_path: Path) -> None:
     message = await refused(f"s3://{s3_server.bucket}/in/nope.png", tmp_path, storage=storage)
     assert message == f"{LABEL}: s3://{s3_server.bucket}/in/nope.png does not exist"

@@ -4,76 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import logging
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
-from PIL import Image
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
-from conftest import REAL_COMFY
-from fixtures_s3 import S3Server, s3_server  # noqa: F401 (a fixture)
-from support.loopback import loopback_server
-from ui_workflows import chain, invert, load_image, save_image
-
-
-def png(color: tuple[int, int, int], size: int = 8) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def noise_png(side: int) -> bytes:
-    import os
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, "PNG", compress_level=0)
-    return buffer.getvalue()
-
-
-def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def first_pixel(data: bytes) -> tuple[int, ...]:
-    return Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0))
-
-
-def invert_job(name: str = "photo.png", **extra: Any) -> dict[str, Any]:
-    """A UI workflow: LoadImage(name) → Invert → SaveImage."""
-    return {"workflow": chain(load_image(name), invert(), save_image("job"), titles={3: "Result"}), **extra}
-
-
-def folder_state(connector: ComfyConnector, scratch: Path) -> dict[str, list[str]]:
-    state = {}
-    for name in ("input", "output", "temp"):
-        folder = connector.files.folders.for_type(name)
-        state[name] = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
-    state["scratch"] = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*")) if scratch.exists() else []
-    return state
+from tests.support.comfy import REAL_COMFY, set_faults
+from tests.support.fixtures_s3 import S3Server
+from tests.support.jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png
+from tests.support.ui_workflows import chain, load_image, save_image
 
 
 @pytest.fixture
-def scratch(tmp_path: Path) -> Path:
-    return tmp_path / "scratch"
-
-
-@pytest.fixture
-def runner(connector: ComfyConnector, scratch: Path) -> JobRunner:
-    """A runner without S3: outputs inline."""
-    return JobRunner(connector, Config(scratch_dir=str(scratch)), None)
-
-
-@pytest.fixture
-def s3_runner(connector: ComfyConnector, s3_server: S3Server, scratch: Path) -> JobRunner:  # noqa: F811
+def s3_runner(connector: ComfyConnector, s3_server: S3Server, scratch: Path) -> JobRunner:
     config = s3_server.config(scratch_dir=str(scratch), output_s3_uri=f"s3://{s3_server.bucket}/results")
     return JobRunner(connector, config, S3Storage.from_config(config))
 
@@ -181,7 +130,6 @@ async def test_cancelled_job_interrupts_cleans_up_and_reraises(runner: JobRunner
                                                               scratch: Path) -> None:
     if REAL_COMFY:
         pytest.skip("needs the test server's hang fault")
-    from test_connector import set_faults
     before = folder_state(connector, scratch)
     await set_faults(connector, hang_next_prompt=True)
     task = asyncio.create_task(runner.run("job-cancel", invert_job(
@@ -195,17 +143,6 @@ async def test_cancelled_job_interrupts_cleans_up_and_reraises(runner: JobRunner
 
 
 # --- URL inputs -------------------------------------------------------------------------------
-@pytest.fixture
-async def image_server() -> AsyncIterator[str]:
-    app = web.Application()
-    async def image(request: web.Request) -> web.Response:
-        return web.Response(body=png((50, 60, 70)), content_type="image/png")
-
-    app.router.add_get("/img/{name}", image)
-    async with loopback_server(app) as url:
-        yield url
-
-
 async def test_url_input_allowlisted(connector: ComfyConnector, scratch: Path, image_server: str) -> None:
     allowed = JobRunner(connector, Config(scratch_dir=str(scratch), url_allowlist="127.0.0.1"), None)
     result = await allowed.run("job-url", invert_job(inputs=[{"source": f"{image_server}/img/photo.png"}]))
@@ -217,7 +154,7 @@ async def test_url_input_allowlisted(connector: ComfyConnector, scratch: Path, i
 
 
 # --- S3 -----------------------------------------------------------------------------------------
-async def test_s3_input_and_output_with_presigned_url(s3_runner: JobRunner, s3_server: S3Server,  # noqa: F811
+async def test_s3_input_and_output_with_presigned_url(s3_runner: JobRunner, s3_server: S3Server,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     client = s3_server.client()
@@ -237,7 +174,7 @@ async def test_s3_input_and_output_with_presigned_url(s3_runner: JobRunner, s3_s
 
 
 async def test_s3_output_prefix_from_job_and_large_multipart(s3_runner: JobRunner,
-                                                             s3_server: S3Server) -> None:  # noqa: F811
+                                                             s3_server: S3Server) -> None:
     job = {"workflow": {"1": {"class_type": "LoadImage", "inputs": {"image": "big.png"}},
                         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "big"}}},
            "images": [{"name": "big.png", "image": base64.b64encode(noise_png(1800)).decode()}],
@@ -250,7 +187,7 @@ async def test_s3_output_prefix_from_job_and_large_multipart(s3_runner: JobRunne
 
 
 async def test_missing_s3_object_names_the_input_and_queues_nothing(
-        s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, scratch: Path) -> None:  # noqa: F811
+        s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, scratch: Path) -> None:
     before_history = await connector.client.get_json("/history")
     before = folder_state(connector, scratch)
     result = await s3_runner.run("job-missing", invert_job(inputs=[
@@ -261,7 +198,7 @@ async def test_missing_s3_object_names_the_input_and_queues_nothing(
     assert folder_state(connector, scratch) == before
 
 
-async def test_wrong_credentials_fail_clearly_without_leaking(connector: ComfyConnector, s3_server: S3Server,  # noqa: F811
+async def test_wrong_credentials_fail_clearly_without_leaking(connector: ComfyConnector, s3_server: S3Server,
                                                               scratch: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "wrong-secret-d0ntl3ak"
@@ -275,7 +212,7 @@ async def test_wrong_credentials_fail_clearly_without_leaking(connector: ComfyCo
 
 
 async def test_upload_failure_fails_the_job_and_reports_nothing_uploaded(
-        connector: ComfyConnector, s3_server: S3Server, scratch: Path) -> None:  # noqa: F811
+        connector: ComfyConnector, s3_server: S3Server, scratch: Path) -> None:
     before = folder_state(connector, scratch)
     config = s3_server.config(scratch_dir=str(scratch))
     runner = JobRunner(connector, config, S3Storage.from_config(config))
@@ -287,7 +224,7 @@ async def test_upload_failure_fails_the_job_and_reports_nothing_uploaded(
     assert folder_state(connector, scratch) == before
 
 
-async def test_endpoint_down_is_a_clear_input_error(connector: ComfyConnector, s3_server: S3Server,  # noqa: F811
+async def test_endpoint_down_is_a_clear_input_error(connector: ComfyConnector, s3_server: S3Server,
                                                     scratch: Path) -> None:
     config = s3_server.config(scratch_dir=str(scratch), bucket_endpoint_url="http://127.0.0.1:9")
     runner = JobRunner(connector, config, S3Storage.from_config(config))

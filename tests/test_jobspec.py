@@ -18,12 +18,9 @@ from comfy_serverless.config import Config
 from comfy_serverless.errors import JobInputError
 from comfy_serverless.jobspec import InputSpec, JobSpec, OutputSpec, parse_job_input
 from comfy_serverless.problems import MAX_PROBLEMS
+from tests.support.jobs import API_WORKFLOW
 
 CONFIG = Config()
-API_WORKFLOW = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
-    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "out"}},
-}
 UI_WORKFLOW = {"last_node_id": 1, "last_link_id": 0, "nodes": [{"id": 1, "type": "EmptyImage"}], "links": [],
                "version": 0.4}
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(40))).decode()

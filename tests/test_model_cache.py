@@ -36,9 +36,9 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.model_cache import ModelCache
 from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import check_file_inputs
-from conftest import REAL_COMFY
-from fixtures_s3 import S3Server, s3_server  # noqa: F401 - s3_server is a fixture
-from support.loopback import loopback_server
+from tests.support.comfy import REAL_COMFY
+from tests.support.fixtures_s3 import S3Server
+from tests.support.loopback import loopback_server
 
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
 
@@ -178,7 +178,7 @@ def runner(connector: ComfyConnector, settings: dict[str, Any], cache_folders: N
 
 
 @pytest.fixture
-def s3_runner(connector: ComfyConnector, s3_server: S3Server, settings: dict[str, Any],  # noqa: F811
+def s3_runner(connector: ComfyConnector, s3_server: S3Server, settings: dict[str, Any],
               cache_folders: None) -> JobRunner:
     config = s3_server.config(**settings)
     return JobRunner(connector, config, S3Storage.from_config(config))
@@ -231,7 +231,7 @@ def ok(result: dict[str, Any]) -> dict[str, Any]:
 # --- behaviour ------------------------------------------------------------------------------------
 
 async def test_second_job_sends_no_body_get_and_the_same_prompt_value(
-        s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, sent: list[dict[str, Any]],  # noqa: F811
+        s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, sent: list[dict[str, Any]],
         cache_dir: Path) -> None:
     s3_server.client().put_object(Bucket=s3_server.bucket, Key="models/tiny.safetensors", Body=MODEL_A)
     calls = s3_calls(s3_runner)
@@ -254,7 +254,7 @@ async def test_second_job_sends_no_body_get_and_the_same_prompt_value(
 
 
 async def test_changed_object_is_fetched_again_and_neither_version_is_overwritten(
-        runner: JobRunner, s3_runner: JobRunner, s3_server: S3Server, model_server: ModelServer,  # noqa: F811
+        runner: JobRunner, s3_runner: JobRunner, s3_server: S3Server, model_server: ModelServer,
         connector: ComfyConnector, sent: list[dict[str, Any]]) -> None:
     model_server.files["/m/tiny.safetensors"] = MODEL_A
     url_job = model_job(model_server.url("/m/tiny.safetensors"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfy_serverless.config import DEFAULT_TEST_PAYLOAD, Config
-from conftest import newest_frontend_version, pinned_frontend
+from tests.support.frontends import newest_frontend_version, pinned_frontend
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

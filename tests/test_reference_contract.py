@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from comfy_serverless import ComfyConnector, ConnectorState
-from conftest import needs_test_server, write_config
-from test_connector import api_prompt, our_processes
+from tests.support.comfy import api_prompt, needs_test_server, our_processes, write_config
 
 
 # --- upload_data: synchronous, returns the full path as str -------------------------------------

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from comfy_serverless import ComfyConnector
-from conftest import TESTS_DIR, write_config
-from support.loopback import loopback_server
+from tests.support.comfy import TESTS_DIR, write_config
+from tests.support.loopback import loopback_server
 
 RUNTIME_PYTHON = TESTS_DIR.parent / ".venv-runtime" / "bin" / "python"
 PROBE = TESTS_DIR / "support" / "runtime_probe.py"

@@ -22,11 +22,9 @@ from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
-from conftest import needs_test_server
-from fixtures_s3 import S3Server, s3_server
-from test_jobs import data_uri, invert_job, png, scratch
-
-_FIXTURES = (s3_server, scratch)  # reused: the session's S3 server, the runner's scratch dir
+from tests.support.comfy import needs_test_server, set_faults
+from tests.support.fixtures_s3 import S3Server
+from tests.support.jobs import data_uri, invert_job, png
 
 WRONG_SECRET = "wr0ng-S3cret-Qx7Zp2Lk9Vm4Hd8Tn1"
 API_KEY = "comfyui-apikey-Jf83Kd02Lq9Zx7Wv5Pm1"
@@ -168,7 +166,6 @@ async def test_comfy_org_api_key_reaches_comfy_but_not_the_result(connector: Com
 async def test_comfy_org_api_key_absent_from_execution_errors(connector: ComfyConnector, scratch: Path,
                                                               capture: pytest.LogCaptureFixture,
                                                               capfd: pytest.CaptureFixture[str]) -> None:
-    from test_connector import set_faults
     runner = JobRunner(connector, Config(scratch_dir=str(scratch)), None)
     await set_faults(connector, fail_next_prompt_with="boom in a node")
     try:

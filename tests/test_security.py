@@ -33,12 +33,10 @@ from comfy_serverless.errors import ConfigError, JobInputError
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import FileInputs, check_file_inputs, rewrite_references, split_annotation
-from fixtures_s3 import S3Server, s3_server
-from support.loopback import loopback_server
-from test_bad_input import Spies, assert_nothing_ran, history, spies
-from test_jobs import data_uri, first_pixel, folder_state, image_server, invert_job, png, runner, scratch
-
-_FIXTURES = (runner, scratch, spies, image_server, s3_server)  # reused from the other suites
+from tests.support.fixtures_s3 import S3Server
+from tests.support.jobs import data_uri, first_pixel, folder_state, invert_job, png
+from tests.support.loopback import loopback_server
+from tests.support.spies import Spies, assert_nothing_ran, history
 
 IMAGE = png((10, 20, 30))
 IMAGE_URI = data_uri(IMAGE)

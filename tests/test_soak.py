@@ -21,13 +21,11 @@ import psutil
 
 from comfy_serverless import ComfyConnector
 from comfy_serverless.job import JobRunner
-from conftest import needs_test_server
-from test_connector import set_faults
-from test_jobs import data_uri, first_pixel, folder_state, invert_job, png, runner, scratch
-from ui_workflows import with_unknown_node
+from tests.support.comfy import needs_test_server, set_faults
+from tests.support.jobs import data_uri, first_pixel, folder_state, invert_job, png
+from tests.support.ui_workflows import with_unknown_node
 
 pytestmark = needs_test_server
-_FIXTURES = (runner, scratch)  # reused from test_jobs: the runner without S3 (inline outputs), its scratch
 
 JOBS = 200
 EXITS = 3  # each costs a ComfyUI restart (~1-2 s)

@@ -16,7 +16,8 @@ from comfy_serverless.config import Config
 from comfy_serverless.errors import ConfigError, StorageError
 from comfy_serverless.files import describe_size
 from comfy_serverless.storage import S3Storage
-from fixtures_s3 import S3Server, free_port, s3_server  # noqa: F401 - s3_server is a fixture
+from tests.support.fixtures_s3 import S3Server
+from tests.support.loopback import free_port
 
 #: Distinctive credentials that must never surface in a message or a log line.
 SECRET = "sEcReT-4f9d1c7e-DoNotLeak"
@@ -36,7 +37,7 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.Mon
 
 
 @pytest.fixture
-def storage(s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch) -> S3Storage:  # noqa: F811
+def storage(s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch) -> S3Storage:
     created = S3Storage.from_config(s3_server.config())
     assert created is not None
     return created
@@ -99,7 +100,7 @@ def test_output_uri_without_any_credentials_fails_at_startup(clean_aws_env: pyte
     assert "BUCKET_ACCESS_KEY_ID" in message and "AWS_ACCESS_KEY_ID" in message
 
 
-async def test_output_uri_alone_uses_the_aws_credential_chain(s3_server: S3Server,  # noqa: F811
+async def test_output_uri_alone_uses_the_aws_credential_chain(s3_server: S3Server,
                                                               clean_aws_env: pytest.MonkeyPatch,
                                                               tmp_path: Path) -> None:
     clean_aws_env.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
@@ -113,13 +114,13 @@ async def test_output_uri_alone_uses_the_aws_credential_chain(s3_server: S3Serve
 
 
 def test_custom_endpoint_is_path_style_sigv4_and_defaults_to_us_east_1(storage: S3Storage,
-                                                                       s3_server: S3Server) -> None:  # noqa: F811
+                                                                       s3_server: S3Server) -> None:
     url = storage.presign(s3_server.bucket, "some/key.png", 60)
     assert url.startswith(f"{s3_server.endpoint_url}/{s3_server.bucket}/some/key.png?")
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url and "%2Fus-east-1%2Fs3%2F" in url
 
 
-def test_s3_region_setting_wins_over_the_environment(s3_server: S3Server,  # noqa: F811
+def test_s3_region_setting_wins_over_the_environment(s3_server: S3Server,
                                                      clean_aws_env: pytest.MonkeyPatch) -> None:
     clean_aws_env.setenv("AWS_DEFAULT_REGION", "ap-south-1")
     from_env = S3Storage.from_config(s3_server.config())
@@ -131,7 +132,7 @@ def test_s3_region_setting_wins_over_the_environment(s3_server: S3Server,  # noq
 
 # --- download ----------------------------------------------------------------------------------
 
-async def test_download_streams_to_disk(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+async def test_download_streams_to_disk(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:
     data = os.urandom(12 * 1024**2 + 123)
     put(s3_server, "big/model.bin", data)
     destination = tmp_path / "model.bin"
@@ -146,13 +147,13 @@ async def test_download_streams_to_disk(storage: S3Storage, s3_server: S3Server,
     assert peak < 6 * 1024**2, f"peak {describe_size(peak)}: the object was buffered, not streamed"
 
 
-async def test_missing_object(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:  # noqa: F811
+async def test_missing_object(storage: S3Storage, s3_server: S3Server, tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=rf"^s3://{s3_server.bucket}/no/such\.png does not exist$"):
         await storage.download(s3_server.bucket, "no/such.png", tmp_path / "x", max_bytes=100)
     assert not (tmp_path / "x").exists()
 
 
-async def test_object_over_the_cap_is_refused_before_transfer(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_object_over_the_cap_is_refused_before_transfer(storage: S3Storage, s3_server: S3Server,
                                                               tmp_path: Path) -> None:
     put(s3_server, "cap.bin", b"x" * 1000)
     with pytest.raises(StorageError, match="is 1000 bytes, over the limit of 999 bytes") as caught:
@@ -161,7 +162,7 @@ async def test_object_over_the_cap_is_refused_before_transfer(storage: S3Storage
     assert not (tmp_path / "cap").exists()
 
 
-async def test_cancelled_download_leaves_nothing(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_cancelled_download_leaves_nothing(storage: S3Storage, s3_server: S3Server,
                                                  tmp_path: Path) -> None:
     """The transfer thread cannot be killed; it notices the cancellation at its next chunk and cleans up."""
     put(s3_server, "cancel.bin", os.urandom(12 * 1024**2))
@@ -179,7 +180,7 @@ async def test_cancelled_download_leaves_nothing(storage: S3Storage, s3_server: 
 
 @pytest.mark.parametrize("wrong", ["secret", "key_id"])
 async def test_wrong_credentials_are_access_denied_without_leaking_them(
-        s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch,  # noqa: F811
+        s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch,
         tmp_path: Path, caplog: pytest.LogCaptureFixture, wrong: str) -> None:
     caplog.set_level(logging.DEBUG)
     put(s3_server, "private.txt", b"private")
@@ -230,7 +231,7 @@ def _file(path: Path, data: bytes) -> Path:
     return path
 
 
-async def test_upload_sets_the_content_type(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_upload_sets_the_content_type(storage: S3Storage, s3_server: S3Server,
                                             tmp_path: Path) -> None:
     data = os.urandom(4096)
     await storage.upload(_file(tmp_path / "clip.mp4", data), s3_server.bucket, "job/clip.mp4", content_type="video/mp4")
@@ -239,7 +240,7 @@ async def test_upload_sets_the_content_type(storage: S3Storage, s3_server: S3Ser
     assert obj["Body"].read() == data
 
 
-async def test_large_upload_is_multipart(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_large_upload_is_multipart(storage: S3Storage, s3_server: S3Server,
                                          tmp_path: Path) -> None:
     data = os.urandom(9 * 1024**2 + 17)
     await storage.upload(_file(tmp_path / "big.bin", data), s3_server.bucket, "job/big.bin",
@@ -249,7 +250,7 @@ async def test_large_upload_is_multipart(storage: S3Storage, s3_server: S3Server
     assert obj["Body"].read() == data
 
 
-async def test_upload_errors_name_the_destination(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_upload_errors_name_the_destination(storage: S3Storage, s3_server: S3Server,
                                                   tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=rf"could not upload missing\.png to s3://{s3_server.bucket}/k\.png: "
                                            "No such file"):
@@ -259,7 +260,7 @@ async def test_upload_errors_name_the_destination(storage: S3Storage, s3_server:
         await storage.upload(_file(tmp_path / "a.png", b"png"), "no-such-bucket", "k.png", content_type="image/png")
 
 
-async def test_upload_with_wrong_credentials(s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch,  # noqa: F811
+async def test_upload_with_wrong_credentials(s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch,
                                              tmp_path: Path) -> None:
     storage = S3Storage.from_config(s3_server.config(bucket_secret_access_key=SECRET))
     assert storage is not None
@@ -270,7 +271,7 @@ async def test_upload_with_wrong_credentials(s3_server: S3Server, clean_aws_env:
     assert SECRET not in str(caught.value)
 
 
-async def test_presigned_url_serves_the_object(storage: S3Storage, s3_server: S3Server,  # noqa: F811
+async def test_presigned_url_serves_the_object(storage: S3Storage, s3_server: S3Server,
                                                tmp_path: Path) -> None:
     data = os.urandom(2048)
     await storage.upload(_file(tmp_path / "out.png", data), s3_server.bucket, "job/out 1.png",

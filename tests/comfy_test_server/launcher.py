@@ -7,7 +7,6 @@ crash/exit/hang faults and boot timing can be exercised faithfully.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from tests.support.loopback import free_port
+
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py")
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

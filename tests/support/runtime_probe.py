@@ -43,7 +43,7 @@ async def probe(config_path: str, other_origin: str) -> dict[str, Any]:
         files = [image["filename"] for entry in history.values()
                  for output in entry["outputs"].values() for image in output.get("images", [])]
         connector.files.delete_outputs(history)
-        page = connector.frontend.page  # the warm page itself: no public handle exists, by design
+        page = connector.frontend.page  # the warm page itself
         assert page is not None
         reached = await page.evaluate(_LEAVE_PAGE_JS, other_origin)
         return {"frontend_package": importlib.util.find_spec("comfyui_frontend_package") is not None,

@@ -6,14 +6,14 @@ IAM API, then ``/moto-api/reset-auth`` sets INITIAL_NO_AUTH_ACTION_COUNT to 0:
 from then on every request must be signed with that user's key, so wrong
 credentials are refused as they would be by AWS.
 
-Import the fixtures into a test module with ``from fixtures_s3 import s3_server``.
+A pytest plugin (``pytest_plugins`` in tests/conftest.py): every test module gets the session's
+``s3_server``. The benchmarks start their own with :func:`moto_server`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +27,7 @@ import boto3
 import pytest
 
 from comfy_serverless.config import Config
+from tests.support.loopback import free_port
 
 BUCKET = "test-bucket"
 REGION = "us-east-1"
@@ -63,12 +64,6 @@ class S3Server:
         """A plain boto3 client with valid credentials, for arranging and checking objects."""
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION,
                             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_up(endpoint: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

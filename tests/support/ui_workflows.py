@@ -1,12 +1,17 @@
 """UI-format ("save" format) workflows built in code, for tests and benchmarks.
 
 Writing them by hand in JSON hides what they test; here a pipeline of image nodes reads
-as a list. The output is exactly what ComfyUI's frontend saves (schema 0.4).
+as a list. The output is exactly what ComfyUI's frontend saves (schema 0.4). Workflows
+saved by a real frontend (tests/workflows) are loaded with :func:`load_workflow`.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 
 # (type, widget values, [(input name, type)], [(output name, type)])
 NodeSpec = tuple[str, list[Any], list[tuple[str, str]], list[tuple[str, str]]]
@@ -91,3 +96,8 @@ def with_unknown_node(node_type: str = "NoSuchCustomNode") -> dict[str, Any]:
     workflow = chain(empty_image(), invert(), save_image())
     add_node(workflow, (node_type, ["x"], [], []))
     return workflow
+
+
+def load_workflow(name: str) -> dict[str, Any]:
+    """A workflow saved by ComfyUI's frontend, from tests/workflows."""
+    return json.loads((WORKFLOWS_DIR / name).read_text())

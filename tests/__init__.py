@@ -1,0 +1,1 @@
+"""The test suite, a package so that its modules, bench/ and pytest import shared code as ``tests.support``."""
