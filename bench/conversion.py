@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from comfy_serverless import ComfyConnector
-from comfy_serverless.browser import _APP_READY_JS, _CONVERT_JS
+from comfy_serverless.browser import APP_READY_JS, CONVERT_JS
 from tests.support.ui_workflows import chain, empty_image, invert, large_chain, load_workflow, save_image
 
 from .common import Figure, Report, median, percentile
@@ -44,8 +44,8 @@ async def fresh_context_samples(connector: ComfyConnector, workflow: dict[str, A
         context = await browser.new_context()
         page = await context.new_page()
         await page.goto(connector.server_address)
-        await page.wait_for_function(_APP_READY_JS, timeout=120_000)
-        await page.evaluate(_CONVERT_JS, json.dumps(workflow))
+        await page.wait_for_function(APP_READY_JS, timeout=120_000)
+        await page.evaluate(CONVERT_JS, json.dumps(workflow))
         await context.close()
         samples.append(time.perf_counter() - started)
     return samples

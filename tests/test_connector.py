@@ -545,8 +545,8 @@ async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: Com
 
     async def drop_soon() -> None:
         await asyncio.sleep(0.5)
-        assert client._ws is not None
-        await client._ws.close()  # as if the network dropped it: the reader sees the close
+        assert client.websocket is not None
+        await client.websocket.close()  # as if the network dropped it: the reader sees the close
 
     dropper = asyncio.create_task(drop_soon())
     history = await connector.run_workflow(slow_prompt())

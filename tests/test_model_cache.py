@@ -178,10 +178,14 @@ def runner(connector: ComfyConnector, settings: dict[str, Any], cache_folders: N
 
 
 @pytest.fixture
-def s3_runner(connector: ComfyConnector, s3_server: S3Server, settings: dict[str, Any],
+def s3_storage(s3_server: S3Server, settings: dict[str, Any]) -> S3Storage:
+    return S3Storage.from_config(s3_server.config(**settings))
+
+
+@pytest.fixture
+def s3_runner(connector: ComfyConnector, s3_server: S3Server, s3_storage: S3Storage, settings: dict[str, Any],
               cache_folders: None) -> JobRunner:
-    config = s3_server.config(**settings)
-    return JobRunner(connector, config, S3Storage.from_config(config))
+    return JobRunner(connector, s3_server.config(**settings), s3_storage)
 
 
 @pytest.fixture
@@ -198,11 +202,10 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return queued
 
 
-def s3_calls(runner: JobRunner) -> Counter[str]:
-    """The S3 operations the runner's client sends, counted as botocore emits them."""
+def s3_calls(storage: S3Storage) -> Counter[str]:
+    """The S3 operations the storage's client sends, counted as botocore emits them."""
     calls: Counter[str] = Counter()
-    client = runner._storage._client  # type: ignore[union-attr]
-    client.meta.events.register("before-call.s3.*", lambda model, **_: calls.update([model.name]))
+    storage.client.meta.events.register("before-call.s3.*", lambda model, **_: calls.update([model.name]))
     return calls
 
 
@@ -231,10 +234,10 @@ def ok(result: dict[str, Any]) -> dict[str, Any]:
 # --- behaviour ------------------------------------------------------------------------------------
 
 async def test_second_job_sends_no_body_get_and_the_same_prompt_value(
-        s3_runner: JobRunner, s3_server: S3Server, connector: ComfyConnector, sent: list[dict[str, Any]],
-        cache_dir: Path) -> None:
+        s3_runner: JobRunner, s3_storage: S3Storage, s3_server: S3Server, connector: ComfyConnector,
+        sent: list[dict[str, Any]], cache_dir: Path) -> None:
     s3_server.client().put_object(Bucket=s3_server.bucket, Key="models/tiny.safetensors", Body=MODEL_A)
-    calls = s3_calls(s3_runner)
+    calls = s3_calls(s3_storage)
     job = model_job(f"s3://{s3_server.bucket}/models/tiny.safetensors")
     first = ok(await s3_runner.run("job-1", job))
     assert calls["GetObject"] == 1
@@ -254,8 +257,8 @@ async def test_second_job_sends_no_body_get_and_the_same_prompt_value(
 
 
 async def test_changed_object_is_fetched_again_and_neither_version_is_overwritten(
-        runner: JobRunner, s3_runner: JobRunner, s3_server: S3Server, model_server: ModelServer,
-        connector: ComfyConnector, sent: list[dict[str, Any]]) -> None:
+        runner: JobRunner, s3_runner: JobRunner, s3_storage: S3Storage, s3_server: S3Server,
+        model_server: ModelServer, connector: ComfyConnector, sent: list[dict[str, Any]]) -> None:
     model_server.files["/m/tiny.safetensors"] = MODEL_A
     url_job = model_job(model_server.url("/m/tiny.safetensors"))
     ok(await runner.run("job-1", url_job))
@@ -272,7 +275,7 @@ async def test_changed_object_is_fetched_again_and_neither_version_is_overwritte
 
     key = "models/changing.safetensors"
     s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=MODEL_A)
-    calls = s3_calls(s3_runner)
+    calls = s3_calls(s3_storage)
     s3_job = model_job(f"s3://{s3_server.bucket}/{key}")
     ok(await s3_runner.run("job-4", s3_job))
     s3_server.client().put_object(Bucket=s3_server.bucket, Key=key, Body=MODEL_B)  # a new ETag

@@ -61,7 +61,7 @@ _HEALTH_TIMEOUT_S = 5.0
 #: Seconds a Playwright driver, started for a boot that was cancelled meanwhile, may take before it is stopped.
 _DRIVER_START_TIMEOUT_S = 30.0
 
-_APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
+APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && window.app.graphToPrompt)"
 
 # Missing node types are found before loading: loadGraphData would silently replace them
 # with placeholders, which graphToPrompt drops or emits without a class_type. Legacy type
@@ -76,7 +76,7 @@ _APP_READY_JS = "() => !!(window.app && window.app.graph && window.LiteGraph && 
 # frontend's schema check warns once per load, and nobody reads or closes them: measured, they
 # were the page's memory growth). Workflow and prompt cross as JSON text: Playwright's own
 # serialisation of a large object costs ~20 ms each way, JSON.parse well under one.
-_CONVERT_JS = """
+CONVERT_JS = """
 async (workflowJson) => {
   const app = window.app;
   const workflow = JSON.parse(workflowJson);
@@ -211,7 +211,7 @@ class FrontendConverter:
     async def _page_answers(self) -> bool:
         assert self._page is not None
         try:
-            return bool(await asyncio.wait_for(self._page.evaluate(_APP_READY_JS), _HEALTH_TIMEOUT_S))
+            return bool(await asyncio.wait_for(self._page.evaluate(APP_READY_JS), _HEALTH_TIMEOUT_S))
         except (TimeoutError, PlaywrightError):
             return False
 
@@ -281,7 +281,7 @@ class FrontendConverter:
                 logger.warning("ComfyUI serves another frontend build than the worker's; reloading from it")
                 router.static_root, router.record, router.replayed = None, None, 0
                 await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
-            await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
+            await page.wait_for_function(APP_READY_JS, timeout=timeout_ms)
             await page.evaluate(_STOP_DRAWING_JS)
         except PlaywrightError as exc:
             await page.close()
@@ -326,7 +326,7 @@ class FrontendConverter:
         try:
             await page.route("**/*", router.route)
             await page.goto(server_address, wait_until="commit", timeout=timeout_ms)
-            await page.wait_for_function(_APP_READY_JS, timeout=timeout_ms)
+            await page.wait_for_function(APP_READY_JS, timeout=timeout_ms)
             while True:  # late requests (templates, models) come after the app is ready
                 count = len(recording)
                 await asyncio.sleep(_RECORD_QUIET_S)
@@ -398,7 +398,7 @@ class FrontendConverter:
     async def _convert_once(self, workflow: dict[str, Any]) -> dict[str, Any]:
         assert self._page is not None
         try:
-            result = json.loads(await asyncio.wait_for(self._page.evaluate(_CONVERT_JS, json.dumps(workflow)),
+            result = json.loads(await asyncio.wait_for(self._page.evaluate(CONVERT_JS, json.dumps(workflow)),
                                                        self._config.convert_timeout_s))
         except PlaywrightError as exc:
             if self._page.is_closed() or not self.healthy:

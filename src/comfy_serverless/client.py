@@ -80,6 +80,11 @@ class ComfyClient:
         return self._session
 
     @property
+    def websocket(self) -> aiohttp.ClientWebSocketResponse | None:
+        """The websocket the prompts' messages arrive on (``None`` before it opens): for diagnostics and tests."""
+        return self._ws
+
+    @property
     def socket_open(self) -> bool:
         return self._ws is not None and not self._ws.closed
 

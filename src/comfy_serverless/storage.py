@@ -107,6 +107,11 @@ class S3Storage:
     def endpoint_url(self) -> str:
         return str(self._client.meta.endpoint_url)
 
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, for what this class has no method for (botocore's event hooks, say)."""
+        return self._client
+
     async def head(self, bucket: str, key: str) -> ObjectVersion:
         """The object's current version and size, without its body: one HEAD request (the cache's revalidation)."""
         uri = f"s3://{bucket}/{key}"
