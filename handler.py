@@ -16,6 +16,7 @@ platform's adapter would be a file like this one beside it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import atexit
 import logging
@@ -77,33 +78,47 @@ async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 def main() -> None:
     global WORKER
     logging.getLogger("comfy_serverless").setLevel(os.environ.get("COMFY_SERVERLESS_LOG_LEVEL", "INFO"))
-    local = _is_local_one_shot()
-    if local:  # a bad job file fails before the cold start, not after it
-        args = local_run.parse_args(sys.argv[1:])
+    local_args: argparse.Namespace | None = None
+    local_job: dict[str, Any] | None = None
+    if _is_local_one_shot():  # a bad job file fails before the cold start, not after it
+        local_args = local_run.parse_args(sys.argv[1:])
         try:
-            job = local_run.load_job(args.test_input)
+            local_job = local_run.load_job(local_args.test_input)
         except ValueError as exc:
             logger.error("%s", exc)
             sys.exit(1)
     try:
         WORKER = Worker(Config.load())
-        atexit.register(WORKER.stop)
-        capture_signals(WORKER)
-        WORKER.start()
     except ComfyServerlessError as exc:
         logger.error("worker failed to start: %s", exc)
         sys.exit(1)
-    streaming = WORKER.config.stream_outputs
-    if local:  # the SDK would not iterate a generator here; the summary wants the result as one dict
+    atexit.register(WORKER.stop)
+    signals = SignalStop(WORKER)
+    signals.install()
+    try:
+        _serve(WORKER, local_job, local_args)
+    finally:
+        signals.wait()
+
+
+def _serve(worker: Worker, local_job: dict[str, Any] | None, local_args: argparse.Namespace | None) -> None:
+    """Start the worker, then run the local job (``python handler.py``), or hand the worker to the SDK."""
+    try:
+        worker.start()
+    except ComfyServerlessError as exc:
+        logger.error("worker failed to start: %s", exc)
+        sys.exit(1)
+    streaming = worker.config.stream_outputs
+    if local_job is not None and local_args is not None:  # the SDK would not iterate a generator here
         handle = local_run.collected(stream_handler) if streaming else handler
-        sys.exit(asyncio.run(local_run.run_local(handle, job, args)))
-    concurrency = WORKER.config.max_concurrent_jobs
+        sys.exit(asyncio.run(local_run.run_local(handle, local_job, local_args)))
+    concurrency = worker.config.max_concurrent_jobs
     SDK_CONFIG.update(handler=stream_handler if streaming else handler, return_aggregate_stream=True,
                       concurrency_modifier=lambda _current: concurrency)
     runpod.serverless.start(SDK_CONFIG)
 
 
-def capture_signals(worker: Worker) -> None:
+class SignalStop:
     """On SIGTERM or SIGINT, stop the worker cleanly, then let the signal do what it did before.
 
     The handler only starts the stop, in a thread: the worker stops ComfyUI and
@@ -113,21 +128,33 @@ def capture_signals(worker: Worker) -> None:
     sets handlers of its own once it runs: then its shutdown returns from
     ``runpod.serverless.start`` and the exit hook stops the worker.
     """
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signum, previous[signum])
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._previous: dict[int, Any] = {}
+        self._stopping: threading.Thread | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            before = signal.getsignal(sig)
+            self._previous[sig] = signal.SIG_DFL if before is None else before
+            signal.signal(sig, self._on_signal)
+
+    def wait(self) -> None:
+        """Let a stop that a signal started finish before the main thread exits (an exiting interpreter
+        refuses the threads the stop needs); the signal sent again then usually ends the process."""
+        if self._stopping is not None:
+            self._stopping.join()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, self._previous[signum])
 
         def stop_then_resend() -> None:
-            worker.stop()
+            self._worker.stop()
             os.kill(os.getpid(), signum)
 
-        # Not a daemon: an interpreter that exits meanwhile (a failed cold start) waits for the stop to finish.
-        threading.Thread(target=stop_then_resend, name="comfy-serverless-stop").start()
-
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        handler_before = signal.getsignal(sig)
-        previous[sig] = signal.SIG_DFL if handler_before is None else handler_before
-        signal.signal(sig, on_signal)
+        self._stopping = threading.Thread(target=stop_then_resend, name="comfy-serverless-stop")
+        self._stopping.start()
 
 
 def _is_local_one_shot() -> bool:

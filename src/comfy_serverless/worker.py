@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 from .config import Config
 from .connector import ComfyConnector
-from .errors import ComfyServerlessError
 from .job import JobRunner, ProgressSink
 from .storage import S3Storage
 
@@ -109,8 +108,9 @@ class Worker:
             if self._thread.is_alive():
                 try:
                     self.call_blocking(self.connector.kill_api(), timeout_s)
-                except (concurrent.futures.TimeoutError, ComfyServerlessError) as exc:
-                    logger.warning("graceful stop failed (%s); killing ComfyUI and Chromium", exc or "timed out")
+                except Exception as exc:  # a timeout, or an interpreter shutting down: its threads are refused
+                    logger.warning("graceful stop failed (%s); killing ComfyUI and Chromium",
+                                   exc or type(exc).__name__)
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(timeout=10)
             self.connector.terminate()  # a no-op after a graceful stop; else what the loop did not stop
