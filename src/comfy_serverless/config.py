@@ -33,7 +33,7 @@ from yarl import URL
 
 from .addresses import UrlAllowlist
 from .errors import ConfigError
-from .sources.s3 import bucket_problem, parse_s3_uri
+from .sources.s3 import bucket_names, bucket_problem, parse_s3_uri
 from .sources.url import parse_url
 
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
@@ -174,7 +174,7 @@ class Config:
     s3_region: str = setting("", "S3 region. Empty: the AWS chain (AWS_REGION, AWS_DEFAULT_REGION, ...).")
     s3_bucket_allowlist: str = setting(
         "", "Comma-separated S3 buckets that job inputs and outputs (and OUTPUT_S3_URI) may use. Empty: any "
-            "bucket the credentials reach.")
+            "bucket the credentials reach.", parse=bucket_names)
     presign_expires_s: int = setting(
         3600, "Default lifetime of presigned output URLs, in seconds.",
         minimum=1, maximum=MAX_PRESIGN_EXPIRES_S, range_name="a lifetime in seconds within the 7 days SigV4 allows")
@@ -231,6 +231,11 @@ class Config:
     @property
     def parsed_url_allowlist(self) -> UrlAllowlist:
         return cast(UrlAllowlist, self._parsed["url_allowlist"])
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """S3_BUCKET_ALLOWLIST's buckets; empty: any bucket."""
+        return cast(frozenset[str], self._parsed["s3_bucket_allowlist"])
 
     @property
     def hub_origin(self) -> URL:
@@ -416,7 +421,7 @@ def _check_s3_settings(config: Config) -> None:
         except ValueError as exc:
             raise ConfigError(f"OUTPUT_S3_URI {exc} (expected s3://bucket or s3://bucket/prefix)",
                               key="OUTPUT_S3_URI") from None
-        problem = bucket_problem(bucket, config.s3_bucket_allowlist)
+        problem = bucket_problem(bucket, config.allowed_buckets)
         if problem:
             raise ConfigError(f"OUTPUT_S3_URI: {problem}", key="OUTPUT_S3_URI")
     if key_id and not secret:

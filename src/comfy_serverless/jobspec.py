@@ -148,7 +148,7 @@ def parse_job_input(raw: object, config: Config) -> JobSpec:
     inputs = _parse_files(data, config, problems)
     overrides = _parse_overrides(data.get("overrides"), problems)
     output = _parse_output(data.get("output"), config, problems)
-    _check_buckets(inputs, output, config.s3_bucket_allowlist, problems)
+    _check_buckets(inputs, output, config.allowed_buckets, problems)
     timeout_s = _typed(data, "timeout_s", "input", "number", None, problems)
     if timeout_s is not None:
         _check_range(timeout_s, "input.timeout_s", 0, MAX_TIMEOUT_S, problems, low_inclusive=False)
@@ -219,15 +219,16 @@ def _parse_files(data: dict[str, Any], config: Config, problems: Problems) -> li
     return inputs
 
 
-def _check_buckets(inputs: list[InputSpec], output: OutputSpec, allowlist: str, problems: Problems) -> None:
+def _check_buckets(inputs: list[InputSpec], output: OutputSpec, allowed: frozenset[str],
+                   problems: Problems) -> None:
     """S3_BUCKET_ALLOWLIST, for S3 inputs and the job's own output location."""
-    if not allowlist:
+    if not allowed:
         return
     uris = [(f"{spec.field}.source", spec.source) for spec in inputs if spec.kind == "s3"]
     uris += [("input.output.s3_uri", output.s3_uri)] if output.mode == "s3" else []
     for path, uri in uris:
         try:
-            problem = bucket_problem(parse_s3_uri(uri, require_key=False)[0], allowlist)
+            problem = bucket_problem(parse_s3_uri(uri, require_key=False)[0], allowed)
         except ValueError:
             continue  # a malformed URI, already reported
         if problem:

@@ -38,9 +38,13 @@ def parse_s3_uri(uri: object, *, require_key: bool) -> tuple[str, str]:
     return bucket, key.strip("/") if not require_key else key
 
 
-def bucket_problem(bucket: str, allowlist: str) -> str | None:
-    """Why ``bucket`` may not be used under S3_BUCKET_ALLOWLIST (``allowlist``), or ``None``."""
-    allowed = {name.strip() for name in allowlist.split(",") if name.strip()}
+def bucket_names(allowlist: str) -> frozenset[str]:
+    """S3_BUCKET_ALLOWLIST's buckets (parsed once, with the configuration)."""
+    return frozenset(name.strip() for name in allowlist.split(",") if name.strip())
+
+
+def bucket_problem(bucket: str, allowed: frozenset[str]) -> str | None:
+    """Why ``bucket`` may not be used under S3_BUCKET_ALLOWLIST (``allowed``; empty: any bucket), or ``None``."""
     if allowed and bucket not in allowed:
         return f"bucket {bucket!r} is not in S3_BUCKET_ALLOWLIST ({', '.join(sorted(allowed))})"
     return None
