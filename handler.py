@@ -99,6 +99,7 @@ def main() -> None:
         _serve(WORKER, local_job, local_args)
     finally:
         signals.wait()
+        WORKER.stop()  # now, while the interpreter still runs threads; the exit hook is the backstop
 
 
 def _serve(worker: Worker, local_job: dict[str, Any] | None, local_args: argparse.Namespace | None) -> None:
@@ -137,6 +138,8 @@ class SignalStop:
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             before = signal.getsignal(sig)
+            if before == signal.SIG_IGN:  # ignored by whoever started us (nohup, a background job): so be it
+                continue
             self._previous[sig] = signal.SIG_DFL if before is None else before
             signal.signal(sig, self._on_signal)
 

@@ -21,6 +21,8 @@ from aiohttp import web
 
 from comfy_serverless import (
     ComfyConnector,
+    ComfyServerlessError,
+    ComfyStartError,
     ConnectorState,
     ConnectorStateError,
     ExecutionError,
@@ -144,6 +146,34 @@ def _is_running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+async def test_a_failed_async_with_leaves_nothing_running(connector: ComfyConnector, config_path: Path,
+                                                          tmp_path: Path) -> None:
+    """``__aexit__`` does not run when ``__aenter__`` fails, and the caller holds no handle: the connector
+    stops what its failed start began."""
+    await connector.kill_api()
+    bad_self_test = tmp_path / "bad.json"
+    bad_self_test.write_text("{not json")
+    config = dataclasses.replace(Config.load(config_path), test_payload_file=str(bad_self_test))
+    with pytest.raises(ComfyStartError, match="failed to start"):
+        async with ComfyConnector(config):
+            pytest.fail("the start succeeded")
+    assert our_processes() == []
+
+
+async def test_kill_api_during_a_run_starts_no_new_comfyui(connector: ComfyConnector) -> None:
+    """The run that fails on the stopped ComfyUI must not restart it behind a killed connector."""
+    await slow_down(connector)
+    run = asyncio.ensure_future(connector.run_workflow(slow_prompt()))
+    await asyncio.sleep(0.5)
+    await connector.kill_api()
+    with pytest.raises(ComfyServerlessError):  # whichever way the stopped ComfyUI shows
+        await run
+    await asyncio.sleep(3)  # a restart would have spawned a ComfyUI by now
+    assert our_processes() == []
+    with pytest.raises(ConnectorStateError, match="killed"):
+        await connector.start()
 
 
 async def test_kill_api_during_the_boot_stops_it(connector: ComfyConnector, config_path: Path) -> None:

@@ -99,7 +99,11 @@ class ComfyConnector:
 
     async def __aenter__(self) -> ComfyConnector:
         if self._state is ConnectorState.UNINIT:
-            await self.start()
+            try:
+                await self.start()
+            except BaseException:
+                await self.kill_api()  # __aexit__ does not run when __aenter__ fails, and the caller has no handle
+                raise
         self._assert_state(READY)
         return self
 
@@ -148,7 +152,7 @@ class ComfyConnector:
         Callers that start a booting connector share its boot (a cancelled caller
         leaves it going); :meth:`kill_api` stops it.
         """
-        if self._booting is None:
+        if self._booting is None or self._state is ConnectorState.KILLED:
             self._assert_state(ConnectorState.UNINIT)
             self._state = ConnectorState.INITIALIZING
             self._booting = asyncio.ensure_future(self._boot_and_test())

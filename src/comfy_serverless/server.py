@@ -47,6 +47,7 @@ class ComfyServer:
         self._generation = 0
         #: ComfyUI is down and the last attempt to bring it back failed: only a fresh worker helps.
         self.restart_failed = False
+        self._stopping = False
 
     @property
     def base_url(self) -> str:
@@ -154,32 +155,42 @@ class ComfyServer:
         return self._process.is_alive() and self._client is not None and self._client.socket_open
 
     async def _ensure_running(self) -> None:
-        restarting, self._restarting = self._restarting, None
-        if restarting is not None:
-            await restarting
-        client = self.client
+        """Wait for a restart under way, then restart what does not work (the one restart path)."""
+        pending = self._restarting
+        if pending is not None and not pending.done():
+            with contextlib.suppress(Exception):  # a failed restart shows below: the process is not alive
+                await asyncio.shield(pending)  # a cancelled caller leaves the restart going
+        reason = await self._why_unhealthy()
+        if reason is not None:
+            restart = self._schedule_restart(reason, self._generation)
+            if restart is None:
+                raise ComfyUnavailableError("ComfyUI is being stopped")
+            await asyncio.shield(restart)
+        elif not self.client.socket_open:
+            await self.client.connect_socket()
+
+    async def _why_unhealthy(self) -> str | None:
         if not self._process.is_alive():
-            await self._restart(f"it exited ({self.describe_exit()})")
-            return
+            return f"it exited ({self.describe_exit()})"
         try:
-            status, _ = await client.request("GET", "/prompt")
+            status, _ = await self.client.request("GET", "/prompt")
         except ComfyUnavailableError:
             status = 0
-        if status != 200:
-            await self._restart(f"it did not answer HTTP (status {status})")
-            return
-        if not client.socket_open:
-            await client.connect_socket()
+        return None if status == 200 else f"it did not answer HTTP (status {status})"
 
     def _schedule_restart(self, reason: str, generation: int) -> asyncio.Task[None] | None:
         """Restart the ComfyUI that ``generation`` names, once however many runs failed on it.
 
-        Returns the restart under way, or ``None`` when that ComfyUI was replaced already.
+        Returns the restart under way (whichever asked for it), or ``None`` when that ComfyUI was
+        replaced already or the server is being stopped: then nothing may start another ComfyUI.
         """
+        if self._stopping:
+            return None
+        if self._restarting is not None and not self._restarting.done():
+            return self._restarting
         if generation != self._generation:
             return None
-        if self._restarting is None or self._restarting.done():
-            self._restarting = asyncio.create_task(self._restart(reason))
+        self._restarting = asyncio.create_task(self._restart(reason))
         return self._restarting
 
     async def _restart(self, reason: str) -> None:
@@ -189,6 +200,8 @@ class ComfyServer:
         if self._client is not None:
             await self._client.close()
         await self._process.stop()
+        if self._stopping:
+            raise ComfyUnavailableError("ComfyUI is being stopped")
         self._process.spawn()
         await self.connect()
         if self._after_restart is not None:
@@ -196,7 +209,11 @@ class ComfyServer:
 
     # --- stop ---------------------------------------------------------------------------------
     async def stop(self) -> None:
-        """Stop a restart under way, close the client, stop the process (SIGTERM, then SIGKILL)."""
+        """Stop a restart under way, close the client, stop the process (SIGTERM, then SIGKILL).
+
+        From here on no restart starts: a run that fails on the stopped ComfyUI does not bring it back.
+        """
+        self._stopping = True
         restarting, self._restarting = self._restarting, None
         if restarting is not None:
             restarting.cancel()
