@@ -83,12 +83,20 @@ def output_paths(connector: ComfyConnector, history: dict[str, Any]) -> list[Pat
 def our_processes() -> list[psutil.Process]:
     """Live ComfyUI and Chromium processes below this one (session fixtures such as the S3 server excluded)."""
     def started_by_connector(process: psutil.Process) -> bool:
-        command = " ".join(process.cmdline())
-        return "main.py" in command or "chrom" in process.name().lower() or "playwright" in command
-    return [p for p in psutil.Process().children(recursive=True) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE and started_by_connector(p)]
+        try:
+            command = " ".join(process.cmdline())
+            alive = process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+            return alive and ("main.py" in command or "chrom" in process.name().lower() or "playwright" in command)
+        except psutil.NoSuchProcess:  # ended since it was listed (Chromium's helpers come and go)
+            return False
+    return [p for p in psutil.Process().children(recursive=True) if started_by_connector(p)]
 
 
 def comfy_processes() -> list[psutil.Process]:
     """Live ComfyUI processes below this one."""
-    return [p for p in our_processes() if "main.py" in " ".join(p.cmdline())]
+    def is_comfyui(process: psutil.Process) -> bool:
+        try:
+            return "main.py" in " ".join(process.cmdline())
+        except psutil.NoSuchProcess:
+            return False
+    return [p for p in our_processes() if is_comfyui(p)]
