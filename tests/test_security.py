@@ -267,15 +267,16 @@ async def _seconds(runner: JobRunner, job: object) -> float:
 async def test_slow_to_check_payloads_take_linear_time(runner: JobRunner) -> None:
     """Timing guard, as ratios measured in the same run: the 2.5 MB attack that took ~17 s before (every
     target compared with every node) is refused within 100 trivial jobs' time, and 4 times the payload
-    takes at most 8 times as long (quadratic work would take 16 times)."""
+    takes at most 10 times as long (quadratic work would take 16 times); each the fastest of three runs, so a
+    garbage collection or a busy neighbour in one run does not decide."""
     trivial_job = {"workflow": load_save("photo.png"), "inputs": [photo()]}
     trivial = statistics.median([await _seconds(runner, trivial_job) for _ in range(3)])
     small, large = overrides_attack(5_000, 50_000), overrides_attack(20_000, 200_000)
     assert len(json.dumps(small)) > 2_000_000
-    small_s = min([await _seconds(runner, small) for _ in range(2)])
-    large_s = await _seconds(runner, large)
+    small_s = min([await _seconds(runner, small) for _ in range(3)])
+    large_s = min([await _seconds(runner, large) for _ in range(3)])
     assert small_s < 100 * trivial, (small_s, trivial)
-    assert large_s < 8 * small_s, (large_s, small_s)
+    assert large_s < 10 * small_s, (large_s, small_s)
 
 
 async def test_the_loop_stays_responsive_and_a_cancel_takes_effect_within_a_second(runner: JobRunner) -> None:
