@@ -5,9 +5,10 @@
 #               COMFYUI_PATH=/path/to/ComfyUI uses that ComfyUI (API_COMMAND_LINE or
 #               COMFY_PYTHON say how to start it); otherwise the pinned ComfyUI is cloned
 #               into .comfyui/ with CPU torch in .comfyui-venv/.
-#   make test   prepare the venv and Chromium, then run the test suite against the test
-#               server; with COMFYUI_PATH set, run it again against that real ComfyUI.
-#               ARGS are passed to pytest, e.g. ARGS="-k connector -x".
+#   make test   prepare the venv, Chromium and ComfyUI (as `make run` does), then run the test
+#               suite against that real ComfyUI, and the tests that need the test server's
+#               fault injection against it. TIERS=server: the test server alone, TIERS=real:
+#               the real ComfyUI alone. ARGS are passed to pytest, e.g. ARGS="-k connector -x".
 #
 # Both are idempotent: a second run installs nothing. builder/local_setup.sh does the work.
 

@@ -4,18 +4,24 @@
 # when its stamp says it is already done, so a second run costs well under a second.
 #
 #   local_setup.sh run  [handler.py args]   venv + Chromium + ComfyUI, then python handler.py
-#   local_setup.sh test [pytest args]       venv + Chromium + newest frontend, then pytest (twice with COMFYUI_PATH)
+#   local_setup.sh test [pytest args]       venv + Chromium + newest frontend + ComfyUI, then pytest per tier
 #   local_setup.sh lint                     venv, then ruff, mypy (strict), hadolint and bash -n
 #   local_setup.sh venv | chromium | comfyui | newest-frontend
+#   local_setup.sh apt-install PACKAGE...    apt-get install, waiting for the package lock (CI's tools)
 #
 # Environment:
 #   PYTHON            interpreter that creates the venvs (default python3; 3.11 or newer)
-#   COMFYUI_PATH      an existing ComfyUI to use; otherwise `run` clones the pinned one into .comfyui/
+#   COMFYUI_PATH      an existing ComfyUI to use; otherwise the pinned one is cloned into .comfyui/
 #   API_COMMAND_LINE  how to start that ComfyUI (default: "$COMFY_PYTHON main.py --cpu")
 #   COMFY_PYTHON      the Python of an existing COMFYUI_PATH (default python3)
+#   COMFYUI_REPO      where .comfyui/ is cloned from (default: the Dockerfile's COMFYUI_REPO)
 #   COMFYUI_REF       ComfyUI version for .comfyui/ (default: the Dockerfile's COMFYUI_REF)
-#   TORCH_INDEX_URL   where .comfyui-venv gets the lock's torch versions as CPU builds
-#                     (default: PyTorch's CPU index)
+#   LOCK_PYTHON       interpreter for .comfyui-venv (default: python3.X on PATH or in pyenv, X from the
+#                     lock's header: the lock holds wheels for that Python only)
+#   TORCH_BUILDS      cpu (default): .comfyui-venv gets the lock's torch versions as CPU builds from
+#                     TORCH_INDEX_URL (default: PyTorch's CPU index); lock: the lock's own builds from
+#                     PyPI, as in the image (CUDA, several GB), where PyTorch's index is out of reach
+#   TIERS             what `test` runs: "real server" (default), "server" or "real"
 #   CHROMIUM_EXECUTABLE  a Chromium to use instead of the system's or Playwright's
 set -euo pipefail
 
@@ -33,10 +39,17 @@ dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile" | head -n 1 | tr -d
 COMFYUI_REPO=${COMFYUI_REPO:-$(dockerfile_arg COMFYUI_REPO)}
 COMFYUI_REF=${COMFYUI_REF:-$(dockerfile_arg COMFYUI_REF)}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+TORCH_BUILDS=${TORCH_BUILDS:-cpu}
+TIERS=${TIERS:-real server}
 LOCK=$ROOT/builder/requirements.lock
 
 log() { echo "local_setup: $*" >&2; }
-die() { echo "local_setup: error: $*" >&2; exit 1; }
+# DIE_HINT, where set, is what the user can do instead (printed after the error).
+die() {
+    echo "local_setup: error: $*" >&2
+    if [[ -n ${DIE_HINT:-} ]]; then echo "local_setup: $DIE_HINT" >&2; fi
+    exit 1
+}
 
 fingerprint() {  # sha256 of the given strings and files' contents
     local item
@@ -139,27 +152,55 @@ system_chromium() {
     return 1
 }
 
+# apt-get, waiting while another apt holds the package lock (unattended-upgrades does at a fresh
+# machine's boot) instead of failing at once. apt waits for the dpkg lock itself
+# (DPkg::Lock::Timeout), but `apt-get update` fails at once on the lists lock: it is tried again.
+APT_LOCK_TIMEOUT_S=300
+apt_get() {
+    local deadline=$((SECONDS + APT_LOCK_TIMEOUT_S)) output status holder
+    output=$(mktemp)
+    log "apt-get $* (waits up to ${APT_LOCK_TIMEOUT_S}s for the package lock if another apt holds it)"
+    while true; do
+        status=0
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT_S" "$@" 2>&1 \
+            | tee "$output" >&2 || status=${PIPESTATUS[0]}
+        if ((status == 0)) || ! grep -q "Could not get lock" "$output" || ((SECONDS >= deadline)); then
+            rm -f "$output"
+            return "$status"
+        fi
+        holder=$(grep -o 'held by process [0-9]* ([^)]*)' "$output" | head -n 1)
+        log "waiting for the package lock, ${holder:-held by another apt}; up to $((deadline - SECONDS))s more"
+        sleep 5
+    done
+}
+
+# apt-get install of $@ after an update, as root (CI's and the image tier's system packages).
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "installing $* needs root: sudo apt-get install $*"
+    apt_get update -qq || die "apt-get update failed (see above)"
+    apt_get install -y -qq --no-install-recommends "$@" || die "installing $* failed (see above)"
+}
+
 # Debian's package is `chromium` (Ubuntu's deb is `chromium-browser`, a snap wrapper).
 install_distribution_chromium() {
-    local package=chromium command
+    local packages=(chromium)
     if ! apt-cache show chromium >/dev/null 2>&1 && apt-cache show chromium-browser >/dev/null 2>&1; then
-        package=chromium-browser
+        packages=(chromium-browser)
     fi
     # Debian also ships the headless shell the worker prefers (less memory; same conversions).
-    if [[ $package == chromium ]] && apt-cache show chromium-headless-shell >/dev/null 2>&1; then
-        package="chromium chromium-headless-shell"
+    if [[ ${packages[0]} == chromium ]] && apt-cache show chromium-headless-shell >/dev/null 2>&1; then
+        packages+=(chromium-headless-shell)
     fi
-    command="apt-get update && apt-get install -y --no-install-recommends $package"
     if [[ $(id -u) -ne 0 ]]; then
         die "no Chromium: none on PATH and Playwright's download failed. Install the distribution's package:
-    sudo sh -c '$command'
+    sudo sh -c 'apt-get update && apt-get install -y --no-install-recommends ${packages[*]}'
 or set CHROMIUM_EXECUTABLE to a Chromium/Chrome binary"
     fi
     command -v apt-get >/dev/null \
         || die "no Chromium: none on PATH, Playwright's download failed, and there is no apt-get; install Chromium or set CHROMIUM_EXECUTABLE"
-    log "Playwright's download failed; installing the distribution's Chromium: $command"
-    DEBIAN_FRONTEND=noninteractive sh -c "$command" >&2 || die "installing $package failed (see above)"
-    system_chromium || die "installed $package, but no chromium is on PATH"
+    log "Playwright's download failed; installing the distribution's Chromium (${packages[*]})"
+    apt_install "${packages[@]}"
+    system_chromium || die "installed ${packages[*]}, but no chromium is on PATH"
 }
 
 # The lock's entries of torch's CUDA build (torch, torchvision, torchaudio, triton, nvidia-*).
@@ -171,50 +212,96 @@ lock_without_cuda_torch() {
     awk -v cuda="$CUDA_TORCH_RE" '/^[A-Za-z0-9]/ { skip = ($0 ~ cuda) } !skip' "$LOCK"
 }
 
-# A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv.
-# .comfyui-venv holds the image's lock with CPU builds of the same torch versions instead of the
-# CUDA ones (gigabytes of CUDA libraries a CPU run does not use), so everything else is exactly
-# what the image has. Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
+# The interpreter .comfyui-venv is made with: the lock's Python (its header's --python-version), as
+# LOCK_PYTHON, python3.X on PATH, or a pyenv install of it. A pyenv shim on PATH may exist and still
+# fail, so each candidate must run and report that version.
+lock_python() {
+    local version candidate
+    version=$(sed -n 's/.*--python-version \([0-9.]*\).*/\1/p' "$LOCK" | head -n 1)
+    [[ -n $version ]] || die "builder/requirements.lock's header names no --python-version"
+    local candidates=("${LOCK_PYTHON:-}")
+    if [[ -z ${LOCK_PYTHON:-} ]]; then
+        candidates=("python$version" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/python"$version")
+    fi
+    for candidate in "${candidates[@]}"; do
+        if "$candidate" -c "import sys, venv, ensurepip; sys.exit('%d.%d' % sys.version_info[:2] != '$version')" \
+                2>/dev/null; then
+            command -v "$candidate"
+            return
+        fi
+    done
+    if [[ -n ${LOCK_PYTHON:-} ]]; then
+        die "LOCK_PYTHON=$LOCK_PYTHON is not a Python $version that can create virtual environments"
+    fi
+    die "builder/requirements.lock holds wheels for Python $version, and no python$version runs here: install it
+(the distribution's python$version and python$version-venv, or pyenv install $version) or set LOCK_PYTHON"
+}
+
+# Installs the lock into .comfyui-venv. TORCH_BUILDS=cpu swaps the lock's torch entries for CPU
+# builds of the same versions (gigabytes of CUDA libraries a CPU run does not use), so everything
+# else is exactly what the image has; TORCH_BUILDS=lock installs the lock as the image does.
+install_lock() {
+    local torch lock=$LOCK
+    if [[ $TORCH_BUILDS == cpu ]]; then
+        # Both without dependencies: the lock is complete, and pip check below proves it.
+        mapfile -t torch < <(grep -oE '^(torch|torchvision|torchaudio)==[^ ]+' "$LOCK")
+        log "installing ${torch[*]} (CPU builds, $TORCH_INDEX_URL) into $COMFY_VENV"
+        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
+            --index-url "$TORCH_INDEX_URL" "${torch[@]}" \
+            || die "installing ${torch[*]} from $TORCH_INDEX_URL failed (set TORCH_INDEX_URL, or TORCH_BUILDS=lock for PyPI's builds)"
+        lock=$COMFY_VENV/requirements-cpu.lock
+        lock_without_cuda_torch > "$lock"
+    fi
+    log "installing builder/requirements.lock into $COMFY_VENV (TORCH_BUILDS=$TORCH_BUILDS)"
+    "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --only-binary=:all: \
+        --no-deps --require-hashes -r "$lock" \
+        || die "installing builder/requirements.lock failed (see above)"
+    "$COMFY_VENV/bin/python" -m pip check || die "$COMFY_VENV has conflicting dependencies (above)"
+}
+
+# The pinned ComfyUI checked out in .comfyui/.
+ensure_comfyui_checkout() {
+    if [[ ! -d $COMFY_DIR/.git ]]; then
+        log "cloning ComfyUI $COMFYUI_REF from $COMFYUI_REPO into $COMFY_DIR"
+        git clone --quiet --filter=blob:none "$COMFYUI_REPO" "$COMFY_DIR" \
+            || die "cloning $COMFYUI_REPO failed; without network access, set COMFYUI_REPO to a reachable copy or point COMFYUI_PATH at an existing ComfyUI"
+    fi
+    if ! git -C "$COMFY_DIR" rev-parse --verify --quiet "$COMFYUI_REF^{commit}" >/dev/null; then
+        git -C "$COMFY_DIR" fetch --quiet --tags origin || die "fetching $COMFYUI_REPO failed"
+    fi
+    git -C "$COMFY_DIR" -c advice.detachedHead=false checkout --quiet --detach "$COMFYUI_REF" \
+        || die "ComfyUI ref $COMFYUI_REF not found (or $COMFY_DIR has local changes)"
+    cmp -s "$ROOT/builder/comfyui-requirements.txt" "$COMFY_DIR/requirements.txt" \
+        || die "ComfyUI $COMFYUI_REF's requirements.txt is not builder/comfyui-requirements.txt, from which
+builder/requirements.lock was made: re-lock (README, \"Deploying to RunPod\")"
+    # No first-visit tutorial over the frontend: the worker's page sets this itself, a browser opened
+    # on this ComfyUI by hand does not.
+    local settings=$COMFY_DIR/user/default/comfy.settings.json
+    if [[ ! -f $settings ]]; then
+        mkdir -p "$(dirname "$settings")"
+        echo '{"Comfy.TutorialCompleted": true}' > "$settings"
+    fi
+}
+
+# A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv made
+# anew whenever what it is made from changes. Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
 ensure_comfyui() {
-    local python_q
+    local python_q python stamp=$COMFY_VENV/.setup-stamp key
     if [[ -n ${COMFYUI_PATH:-} ]]; then
         [[ -f $COMFYUI_PATH/main.py ]] || die "COMFYUI_PATH=$COMFYUI_PATH has no main.py; is it a ComfyUI checkout?"
         export COMFYUI_PATH
         export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
         return
     fi
-    local stamp=$COMFY_VENV/.setup-stamp key torch
-    key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_INDEX_URL" "$LOCK")
+    [[ $TORCH_BUILDS == cpu || $TORCH_BUILDS == lock ]] || die "TORCH_BUILDS=$TORCH_BUILDS: expected cpu or lock"
+    python=$(lock_python)
+    key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_BUILDS" "$TORCH_INDEX_URL" "$python" "$LOCK")
     if ! [[ -f $COMFY_DIR/main.py && -x $COMFY_VENV/bin/python && -f $stamp && $(<"$stamp") == "$key" ]]; then
-        if [[ ! -d $COMFY_DIR/.git ]]; then
-            log "cloning ComfyUI $COMFYUI_REF into $COMFY_DIR"
-            git clone --quiet --filter=blob:none "$COMFYUI_REPO" "$COMFY_DIR" \
-                || die "cloning $COMFYUI_REPO failed; without network access, point COMFYUI_PATH at an existing ComfyUI"
-        fi
-        if ! git -C "$COMFY_DIR" rev-parse --verify --quiet "$COMFYUI_REF^{commit}" >/dev/null; then
-            git -C "$COMFY_DIR" fetch --quiet --tags origin || die "fetching $COMFYUI_REPO failed"
-        fi
-        git -C "$COMFY_DIR" -c advice.detachedHead=false checkout --quiet --detach "$COMFYUI_REF" \
-            || die "ComfyUI ref $COMFYUI_REF not found (or $COMFY_DIR has local changes)"
-        cmp -s "$ROOT/builder/comfyui-requirements.txt" "$COMFY_DIR/requirements.txt" \
-            || die "ComfyUI $COMFYUI_REF's requirements.txt is not builder/comfyui-requirements.txt, from which
-builder/requirements.lock was made: re-lock (README, \"Deploying to RunPod\")"
-        if [[ ! -x $COMFY_VENV/bin/python ]]; then
-            check_python
-            log "creating $COMFY_VENV"
-            "$PYTHON" -m venv "$COMFY_VENV"
-        fi
-        # Both without dependencies: the lock is complete, and pip check below proves it.
-        mapfile -t torch < <(grep -oE '^(torch|torchvision|torchaudio)==[^ ]+' "$LOCK")
-        log "installing ${torch[*]} (CPU builds, $TORCH_INDEX_URL) and builder/requirements.lock into $COMFY_VENV"
-        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
-            --index-url "$TORCH_INDEX_URL" "${torch[@]}" \
-            || die "installing ${torch[*]} from $TORCH_INDEX_URL failed (set TORCH_INDEX_URL)"
-        lock_without_cuda_torch > "$COMFY_VENV/requirements-cpu.lock"
-        "$COMFY_VENV/bin/python" -m pip install --disable-pip-version-check -q --only-binary=:all: \
-            --no-deps --require-hashes -r "$COMFY_VENV/requirements-cpu.lock" \
-            || die "installing builder/requirements.lock failed (see above)"
-        "$COMFY_VENV/bin/python" -m pip check || die "$COMFY_VENV has conflicting dependencies (above)"
+        ensure_comfyui_checkout
+        rm -rf "$COMFY_VENV"
+        log "creating $COMFY_VENV with $python"
+        "$python" -m venv "$COMFY_VENV" || die "creating $COMFY_VENV with $python failed"
+        install_lock
         echo "$key" > "$stamp"
     fi
     export COMFYUI_PATH=$COMFY_DIR
@@ -230,22 +317,64 @@ cmd_run() {
     exec "$VENV/bin/python" handler.py "$@"
 }
 
+# The tiers: "real" runs the suite against a real ComfyUI (COMFYUI_PATH, else the pinned one set up
+# here), "server" against tests/comfy_test_server. With both, the test server runs only the tests
+# that need its fault injection, so no test runs twice. A tier that cannot be set up fails the run;
+# TIERS=server opts out of the real one. The last line says what each tier did.
 cmd_test() {
+    local tier summary="" status=0 tier_status ran=0
+    for tier in $TIERS; do
+        [[ $tier == server || $tier == real ]] || die "TIERS=\"$TIERS\": each tier is server or real"
+    done
+    [[ -n ${TIERS// } ]] || die "TIERS is empty: real, server or \"real server\""
     ensure_venv
     ensure_runtime_venv
     ensure_chromium
     ensure_newest_frontend
-    local status=0
-    log "pytest against the test server"
-    (unset COMFYUI_PATH API_COMMAND_LINE; exec "$VENV/bin/python" -m pytest -q "$@") || status=$?
-    if [[ -n ${COMFYUI_PATH:-} ]]; then
-        [[ -f $COMFYUI_PATH/main.py ]] || die "COMFYUI_PATH=$COMFYUI_PATH has no main.py; is it a ComfyUI checkout?"
-        export COMFYUI_PATH
-        export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
-        log "pytest against the real ComfyUI in $COMFYUI_PATH ($API_COMMAND_LINE)"
-        "$VENV/bin/python" -m pytest -q "$@" || status=$?
+    if [[ " $TIERS " == *" real "* ]]; then
+        DIE_HINT="the real tier could not be set up (above); make test TIERS=server runs the test-server tier alone"
+        ensure_comfyui
+        DIE_HINT=
     fi
+    for tier in $TIERS; do
+        tier_status=0
+        run_tier "$tier" "$@" || tier_status=$?
+        case $tier_status in
+            0) summary+="; $(tier_name "$tier") passed"; ran=1 ;;
+            5) summary+="; $(tier_name "$tier") selected no tests" ;;
+            *) summary+="; $(tier_name "$tier") FAILED (pytest exit code $tier_status)"; ran=1; status=$tier_status ;;
+        esac
+    done
+    if ((status == 0 && ran == 0)); then
+        status=5
+    fi
+    log "make test tiers: ${summary#; }"
     return "$status"
+}
+
+tier_name() {
+    if [[ $1 == real ]]; then
+        echo "real (ComfyUI in $COMFYUI_PATH)"
+    elif [[ " $TIERS " == *" real "* ]]; then
+        echo "server (the tests that need the test server)"
+    else
+        echo "server (the whole suite on the test server; no real tier: TIERS=server)"
+    fi
+}
+
+run_tier() {
+    local tier=$1
+    shift
+    if [[ $tier == real ]]; then
+        log "tier real: pytest against the ComfyUI in $COMFYUI_PATH ($API_COMMAND_LINE)"
+        "$VENV/bin/python" -m pytest -q "$@"
+    elif [[ " $TIERS " == *" real "* ]]; then
+        log "tier server: pytest against the test server, only the tests that need it"
+        (unset COMFYUI_PATH API_COMMAND_LINE; TEST_SERVER_TESTS_ONLY=1 exec "$VENV/bin/python" -m pytest -q "$@")
+    else
+        log "tier server: pytest against the test server (TIERS=server: no real ComfyUI)"
+        (unset COMFYUI_PATH API_COMMAND_LINE; exec "$VENV/bin/python" -m pytest -q "$@")
+    fi
 }
 
 cmd_lint() {
@@ -265,8 +394,9 @@ case ${1:-} in
     test) shift; cmd_test "$@" ;;
     lint) shift; cmd_lint ;;
     venv) ensure_venv ;;
+    apt-install) shift; apt_install "$@" ;;
     chromium) ensure_venv; ensure_chromium ;;
     newest-frontend) ensure_venv; ensure_newest_frontend ;;
     comfyui) ensure_comfyui; echo "COMFYUI_PATH=$COMFYUI_PATH"; echo "API_COMMAND_LINE=$API_COMMAND_LINE" ;;
-    *) die "usage: $0 run|test|lint|venv|chromium|comfyui|newest-frontend [args]" ;;
+    *) die "usage: $0 run|test|lint|venv|chromium|comfyui|newest-frontend|apt-install [args]" ;;
 esac

@@ -20,13 +20,38 @@ from aiohttp import web
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
-from tests.support.comfy import REAL_COMFY, needs_test_server, shared_connector, write_config
+from tests.support.comfy import REAL_COMFY, TEST_SERVER_TESTS_ONLY, needs_test_server, shared_connector, write_config
 from tests.support.frontends import Frontend, newest_frontend, pinned_frontend
 from tests.support.jobs import png
 from tests.support.loopback import loopback_server
 from tests.support.spies import Spies, spy_on_the_pipeline
 
 pytest_plugins = ["tests.support.fixtures_s3"]
+
+
+def pytest_report_header() -> str:
+    if REAL_COMFY:
+        return f"tier: real ComfyUI in {os.environ['COMFYUI_PATH']}; tests that need the test server are skipped"
+    if TEST_SERVER_TESTS_ONLY:
+        return "tier: test server, only the tests that need it (the real tier runs the rest)"
+    return "tier: test server; tests that need a real ComfyUI are skipped"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skips each tier's tests on the other, saying why; ``TEST_SERVER_TESTS_ONLY`` deselects the rest."""
+    if TEST_SERVER_TESTS_ONLY and not REAL_COMFY:
+        kept = [item for item in items if item.get_closest_marker("needs_test_server")]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+    if REAL_COMFY:
+        other_tier, skip = "needs_test_server", pytest.mark.skip(
+            reason="uses the test server's fault injection, which a real ComfyUI does not have")
+    else:
+        other_tier, skip = "needs_real_comfy", pytest.mark.skip(
+            reason="needs a real ComfyUI (make test runs the real tier; COMFYUI_PATH points at one)")
+    for item in items:
+        if item.get_closest_marker(other_tier):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from PIL import Image
 
+from comfy_serverless import ComfyConnector
+from comfy_serverless.frontend_record import structure_hash
 from tests.comfy_test_server.launcher import MAIN, ServerProcess, start_server
+from tests.comfy_test_server.nodes import OBJECT_INFO_PATH
+from tests.support.comfy import needs_real_comfy
 
 TRACE_PROMPT: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 643235}},
@@ -433,3 +438,15 @@ async def test_exit_during_prompt(tmp_path: Any, session: aiohttp.ClientSession)
         assert srv.proc.wait(10) == 137
     finally:
         srv.stop()
+
+
+@needs_real_comfy
+async def test_the_recorded_node_definitions_are_the_pinned_comfyuis(connector: ComfyConnector) -> None:
+    """The test server serves object_info.json, recorded from the pinned ComfyUI with the image's lock: the
+    fault-injection tier converts and validates against it, so it must stay what that ComfyUI serves (the
+    files its combos list aside). Fails on a ComfyUI other than the pinned one, or with other packages."""
+    live = await connector.client.get_json("/object_info")
+    recorded = json.loads(Path(OBJECT_INFO_PATH).read_text())
+    assert sorted(set(live) - set(recorded)) == [] and sorted(set(recorded) - set(live)) == []
+    changed = [name for name in live if structure_hash({name: live[name]}) != structure_hash({name: recorded[name]})]
+    assert changed == []

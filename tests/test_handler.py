@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 
-from tests.support.comfy import REAL_COMFY, connector_settings
+from tests.support.comfy import REAL_COMFY, connector_settings, needs_test_server
 from tests.support.loopback import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,9 +116,8 @@ def test_inline_test_input_failure_exits_one(comfy_root: Path) -> None:
     assert "NoSuchNode" in output
 
 
+@needs_test_server
 def test_startup_failure_is_reported_and_exits_one(comfy_root: Path, tmp_path: Path) -> None:
-    if REAL_COMFY:
-        pytest.skip("uses the test server's boot fault injection")
     env = handler_env(comfy_root, COMFY_TEST_BOOT_EXIT_CODE="3")
     result = run_handler([], env, timeout=120)
     output = result.stdout + result.stderr

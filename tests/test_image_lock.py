@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.comfy import needs_real_comfy
 from tests.support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,12 +192,11 @@ def comfyui_third_party_imports(comfy: Path) -> dict[str, str]:
     return found
 
 
+@needs_real_comfy
 def test_comfyui_import_list_matches_its_sources():
     """With COMFYUI_PATH at the pinned ComfyUI (as `make test` runs it), COMFYUI_IMPORTS must be
     exactly what its sources import: a new import there needs a look at the lock."""
-    comfy = Path(os.environ.get("COMFYUI_PATH", ""))
-    if not (comfy / "comfyui_version.py").is_file():
-        pytest.skip("needs COMFYUI_PATH pointing at a real ComfyUI")
+    comfy = Path(os.environ["COMFYUI_PATH"])
     pinned = re.search(r"^ARG COMFYUI_REF=v?(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
     version = re.search(r"__version__\s*=\s*[\"']([^\"']+)", (comfy / "comfyui_version.py").read_text())
     assert pinned and version

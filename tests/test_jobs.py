@@ -15,7 +15,7 @@ from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
-from tests.support.comfy import REAL_COMFY, set_faults
+from tests.support.comfy import needs_test_server, set_faults
 from tests.support.fixtures_s3 import S3Server
 from tests.support.jobs import data_uri, first_pixel, folder_state, invert_job, noise_png, png
 from tests.support.ui_workflows import chain, load_image, save_image
@@ -126,10 +126,9 @@ async def test_fifty_jobs_leave_folders_as_they_were(runner: JobRunner, connecto
     assert folder_state(connector, scratch) == before
 
 
+@needs_test_server
 async def test_cancelled_job_interrupts_cleans_up_and_reraises(runner: JobRunner, connector: ComfyConnector,
                                                               scratch: Path) -> None:
-    if REAL_COMFY:
-        pytest.skip("needs the test server's hang fault")
     before = folder_state(connector, scratch)
     await set_faults(connector, hang_next_prompt=True)
     task = asyncio.create_task(runner.run("job-cancel", invert_job(

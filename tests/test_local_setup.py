@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 #: What local_setup.sh's Chromium step runs, apart from Chromium itself.
 TOOLS = ("bash", "sh", "sed", "head", "tr", "sha256sum", "cut", "cat", "id", "timeout", "dirname", "apt-cache",
-         "apt-get", "env", "rm", "mkdir")
+         "apt-get", "env", "rm", "mkdir", "grep", "tee", "mktemp", "sleep")
 
 
 @pytest.fixture
@@ -60,7 +61,35 @@ def test_as_root_the_distribution_package_is_installed(checkout_without_chromium
         pytest.skip("installing a package needs root")
     checkout, bin_dir = checkout_without_chromium
     result = run_setup(checkout, bin_dir)
-    assert "installing the distribution's Chromium: apt-get update && apt-get install -y" in result.stderr
+    assert "installing the distribution's Chromium (chromium chromium-headless-shell)" in result.stderr
+    assert "apt-get install -y -qq --no-install-recommends chromium chromium-headless-shell" in result.stderr
     assert "but no chromium is on PATH" in result.stderr
     assert subprocess.run(["dpkg-query", "-W", "-f=${Status}", "chromium"], capture_output=True,
                           text=True).stdout == "install ok installed"
+
+
+#: Holds apt's locks as another apt-get would (fcntl locks on the same files) for argv[1] seconds.
+HOLD_APT_LOCKS = """
+import fcntl, sys, time
+held = [open(path, "a") for path in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock")]
+for handle in held:
+    fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("held", flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+def test_the_install_waits_while_another_apt_holds_the_lock(checkout_without_chromium: tuple[Path, Path]) -> None:
+    """A fresh machine's unattended-upgrades holds the lock at boot: the step waits, says so, then installs."""
+    if os.geteuid() != 0:
+        pytest.skip("installing a package needs root")
+    checkout, bin_dir = checkout_without_chromium
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_APT_LOCKS, "8"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        result = run_setup(checkout, bin_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"waiting for the package lock, held by process {holder.pid} (python" in result.stderr
+    assert "but no chromium is on PATH" in result.stderr, result.stderr[-2000:]

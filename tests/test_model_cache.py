@@ -36,7 +36,7 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.model_cache import ModelCache
 from comfy_serverless.storage import S3Storage
 from comfy_serverless.workflow import check_file_inputs
-from tests.support.comfy import REAL_COMFY
+from tests.support.comfy import needs_real_comfy
 from tests.support.fixtures_s3 import S3Server
 from tests.support.loopback import loopback_server
 
@@ -487,8 +487,7 @@ async def test_prewarming_fills_the_cache_for_later_jobs(model_server: ModelServ
 
 # --- a real ComfyUI keeps the cached model loaded -------------------------------------------------
 
-@pytest.mark.skipif(not REAL_COMFY, reason="needs a real ComfyUI to load the model (the test server cannot run "
-                                           "UpscaleModelLoader)")
+@needs_real_comfy  # the test server cannot run UpscaleModelLoader
 async def test_real_comfy_keeps_a_cached_upscale_model_loaded(runner: JobRunner, model_server: ModelServer,
                                                               sent: list[dict[str, Any]]) -> None:
     model_server.files["/m/tiny-upscaler.safetensors"] = MODEL_A

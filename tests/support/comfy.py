@@ -2,8 +2,10 @@
 
 By default the tests start the ComfyUI-compatible test server in tests/comfy_test_server
 (real frontend, real protocol). With ``COMFYUI_PATH`` set they run against that real
-ComfyUI instead (``API_COMMAND_LINE`` says how to start it). Tests that need the test
-server's fault injection (:func:`set_faults`) are skipped on a real ComfyUI, saying so.
+ComfyUI instead (``API_COMMAND_LINE`` says how to start it). ``make test`` runs both tiers:
+the real ComfyUI for everything it can run, the test server only for the tests marked
+:data:`needs_test_server` (``TEST_SERVER_TESTS_ONLY=1``), so nothing runs twice. Each marker
+skips its tests on the other tier, saying so (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 TEST_SERVER_MAIN = TESTS_DIR / "comfy_test_server" / "main.py"
 REAL_COMFY = bool(os.environ.get("COMFYUI_PATH"))
 
-needs_test_server = pytest.mark.skipif(
-    REAL_COMFY, reason="uses the test server's fault injection, which a real ComfyUI does not have")
+#: Set by ``make test`` for the test-server tier when the real tier runs the rest.
+TEST_SERVER_TESTS_ONLY = os.environ.get("TEST_SERVER_TESTS_ONLY") == "1"
+
+#: Uses the test server's fault injection (:func:`set_faults`, its ``COMFY_TEST_*`` variables),
+#: which a real ComfyUI does not have.
+needs_test_server = pytest.mark.needs_test_server
+
+#: Meaningful only on a real ComfyUI: real models, real sources, the real node definitions.
+needs_real_comfy = pytest.mark.needs_real_comfy
 
 
 def chromium_executable() -> str:
