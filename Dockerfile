@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # RunPod serverless worker for ComfyUI.
 #
 #   docker build --platform linux/amd64 -t <registry>/comfy-serverless:<tag> .
@@ -9,8 +7,9 @@
 # environment, and the worker's own code last, so a code change rebuilds only the last small
 # layers. Python sources are byte-compiled at build time, so a cold start does not compile
 # ComfyUI again.
-# Build arguments: BASE_IMAGE, COMFYUI_REPO, COMFYUI_REF, VERIFY_CUSTOM_NODES. Gated model
-# downloads: `--secret id=hf_token,env=HF_TOKEN`.
+# Build arguments: BASE_IMAGE, COMFYUI_REPO, COMFYUI_REF, VERIFY_CUSTOM_NODES, WITH_BROWSER,
+# CHROMIUM, GIT_MIRROR. Gated model downloads: `--secret id=hf_token,env=HF_TOKEN`. No `# syntax=` line: the
+# engine's built-in Dockerfile frontend builds it (secret mounts included), with no image to pull.
 
 # The CUDA 12.8 "base" flavour: Ubuntu 24.04 (Python 3.12, the lock's) plus the CUDA runtime
 # and the NVIDIA_* settings that make the container runtime mount the driver. Not "runtime" or
@@ -58,8 +57,9 @@ ARG COMFYUI_REF=v0.3.64
 # not the one the lock was made from. Then everything installed is frozen in a constraints file
 # (PIP_CONSTRAINT below): a custom node may add packages but not move one of these, and a
 # node pack that needs another version fails the build instead of breaking ComfyUI or the worker.
-COPY builder/requirements.lock builder/comfyui-requirements.txt /opt/builder/
+COPY builder/pip.lock builder/requirements.lock builder/comfyui-requirements.txt /opt/builder/
 RUN python3 -m venv /opt/venv \
+    && pip install --require-hashes -r /opt/builder/pip.lock \
     && git clone --filter=blob:none "${COMFYUI_REPO}" /comfyui \
     && git -C /comfyui -c advice.detachedHead=false checkout --detach "${COMFYUI_REF}" \
     && echo "ComfyUI ${COMFYUI_REF} = $(git -C /comfyui rev-parse HEAD)" \
@@ -72,8 +72,10 @@ RUN python3 -m venv /opt/venv \
 ENV PIP_CONSTRAINT=/opt/venv/constraints.txt
 
 # --- custom nodes (installed now, checked once the environment is final) ---------------------
+# GIT_MIRROR: a test stand-in for GitHub (builder/install_custom_nodes.sh); empty for real builds.
+ARG GIT_MIRROR=""
 COPY builder/custom_nodes.txt builder/install_custom_nodes.sh /opt/builder/
-RUN bash /opt/builder/install_custom_nodes.sh /opt/builder/custom_nodes.txt /comfyui /opt/venv/bin/python \
+RUN GIT_MIRROR="${GIT_MIRROR}" bash /opt/builder/install_custom_nodes.sh /opt/builder/custom_nodes.txt /comfyui /opt/venv/bin/python \
     && { python -m compileall -q -j 0 /comfyui/custom_nodes || echo "warning: some files did not byte-compile"; }
 
 # --- baked-in models (builder/models.json, empty by default) ---------------------------------
@@ -86,12 +88,27 @@ RUN --mount=type=secret,id=hf_token,required=false \
 # Playwright's headless shell only (--only-shell): it converts exactly as full Chromium does
 # (the test suite checks) with less memory, and the worker looks for it first. The launch at the
 # end (Playwright's headless default is that shell) proves its system libraries are all there.
+# WITH_BROWSER=0 leaves it out, for API-format jobs only: the image then runs with
+# FRONTEND_START=never (its config file below; an environment variable still wins).
+# CHROMIUM=distribution installs the distribution's chromium-headless-shell instead of
+# Playwright's download, where Playwright's CDN cannot be reached (the worker finds it on PATH).
+ARG WITH_BROWSER=1
+ARG CHROMIUM=playwright
 ENV PLAYWRIGHT_BROWSERS_PATH=/ms-playwright
-RUN playwright install --with-deps --only-shell chromium \
+# hadolint ignore=DL3008
+RUN if [ "${WITH_BROWSER}" != 1 ]; then exit 0; fi \
+    && if [ "${CHROMIUM}" = playwright ]; then \
+        playwright install --with-deps --only-shell chromium; executable=""; \
+    elif [ "${CHROMIUM}" = distribution ]; then \
+        apt-get update && apt-get install -y --no-install-recommends chromium-headless-shell; \
+        executable=/usr/bin/chromium-headless-shell; \
+    else \
+        echo "CHROMIUM must be playwright or distribution, got '${CHROMIUM}'"; exit 1; \
+    fi \
     && rm -rf /var/lib/apt/lists/* \
-    && python -c "from playwright.sync_api import sync_playwright; \
-p = sync_playwright().start(); b = p.chromium.launch(args=['--no-sandbox', '--disable-gpu']); \
-print('Chromium headless shell', b.version); b.close(); p.stop()"
+    && EXECUTABLE="${executable}" python -c "import os; from playwright.sync_api import sync_playwright; \
+p = sync_playwright().start(); b = p.chromium.launch(executable_path=os.environ['EXECUTABLE'] or None, \
+args=['--no-sandbox', '--disable-gpu']); print('Chromium headless shell', b.version); b.close(); p.stop()"
 
 # --- ComfyUI configuration --------------------------------------------------------------------
 # Models on a network volume at /runpod-volume/models/<folder>/ (see the file), and the
@@ -117,15 +134,22 @@ COPY src/ ./src/
 # at build time) and what the frontend reads from it while setting up is kept, so that every
 # cold start sets the page up while ComfyUI boots. It is checked against the live ComfyUI at
 # each start, so a volume with other models or a GPU-only node costs a reload, never a wrong page.
+# The image's settings file names it (FRONTEND_SNAPSHOT), or, without a browser, says
+# FRONTEND_START=never; environment variables win over the file.
 ENV COMFYUI_PATH=/comfyui \
     API_COMMAND_LINE="/opt/venv/bin/python main.py"
 RUN pip install --no-deps . \
     && rm -rf build src/*.egg-info \
     && pip check \
     && python -c "import comfy_serverless, runpod, playwright, aiohttp, psutil" \
-    && COMFY_EXTRA_ARGS=--cpu python -m comfy_serverless.snapshot_frontend /app/frontend-snapshot.json
+    && if [ "${WITH_BROWSER}" = 1 ]; then \
+        COMFY_EXTRA_ARGS=--cpu python -m comfy_serverless.snapshot_frontend /app/frontend-snapshot.json \
+        && echo '{"FRONTEND_SNAPSHOT": "/app/frontend-snapshot.json"}' > /app/image-settings.json; \
+    else \
+        echo '{"FRONTEND_START": "never"}' > /app/image-settings.json; \
+    fi
 
-ENV FRONTEND_SNAPSHOT=/app/frontend-snapshot.json
+ENV COMFY_SERVERLESS_CONFIG=/app/image-settings.json
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-u", "handler.py"]

@@ -11,16 +11,21 @@
 #               the real ComfyUI alone. ARGS are passed to pytest, e.g. ARGS="-k connector -x".
 #
 # Both are idempotent: a second run installs nothing. builder/local_setup.sh does the work.
+#
+# The image (builder/image.sh; Docker is installed and started first when run as root):
+#   make image        docker build of the image as users build it (IMAGE=, BUILD_ARGS=)
+#   make image-test   the image with the test stand-ins (a local base, ComfyUI from the git bundles,
+#                     the distribution's Chromium), its slim variant, then pytest tests/image
 
 SETUP := bash builder/local_setup.sh
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint venv chromium comfyui
+.PHONY: help run test lint venv chromium comfyui image image-test
 
 help:
 	@sed -n '/^#   make run/,/^# Both/s/^# \{0,1\}//p' Makefile
-	@echo "helpers: make lint | venv | chromium | comfyui"
+	@echo "helpers: make lint | venv | chromium | comfyui | image | image-test"
 
 run:
 	@$(SETUP) run $(ARGS)
@@ -40,3 +45,9 @@ chromium:
 
 comfyui:
 	@$(SETUP) comfyui
+
+image:
+	@bash builder/image.sh build
+
+image-test:
+	@bash builder/image.sh test $(ARGS)

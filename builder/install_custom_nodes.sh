@@ -12,6 +12,9 @@
 # requirements.txt and install.py, if present, are run with PYTHON (default: python3 on
 # PATH, i.e. the image's venv).
 #
+# GIT_MIRROR (a test stand-in where GitHub cannot be reached, e.g. git://127.0.0.1/) clones each
+# entry from GIT_MIRROR<repo> instead of its URL; the list itself stays as users write it.
+#
 # --verify is a separate step so that the build runs it last, once nothing else will install
 # a package: a later install could move a package a node pack shares, and pip would only print
 # a warning. It fails if `pip check` finds any conflict, or, unless VERIFY_CUSTOM_NODES=0
@@ -52,6 +55,10 @@ install_one() {
     local dest="$comfy/custom_nodes/$name"
     echo "==> $name: $url @ $ref"
     [[ ! -e $dest ]] || die "$dest already exists"
+    if [[ -n ${GIT_MIRROR:-} ]]; then
+        url=$GIT_MIRROR$name
+        echo "    from the mirror $url"
+    fi
     git clone --quiet --filter=blob:none "$url" "$dest" || die "$name: git clone $url failed"
     git -C "$dest" -c advice.detachedHead=false checkout --quiet --detach "$ref" \
         || die "$name: ref $ref not found in $url"

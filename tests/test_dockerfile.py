@@ -25,6 +25,7 @@ from types import ModuleType
 
 import pytest
 
+from comfy_serverless.config import Config
 from tests.support.imports import third_party_imports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,10 +214,33 @@ def test_dockerfile_installs_the_lock_and_checks_the_final_environment_last():
 def test_the_image_records_the_frontend_last_and_uses_the_record():
     instructions = dockerfile_instructions(DOCKERFILE.read_text())
     last = _runs(instructions)[-1][1]
-    record = re.search(r"python -m comfy_serverless\.snapshot_frontend (\S+)$", last)
+    record = re.search(r"python -m comfy_serverless\.snapshot_frontend (\S+) ", last)
     assert record and last.index("pip check") < record.start(), "the record is made from the final image"
     assert "COMFY_EXTRA_ARGS=--cpu" in last, "there is no GPU at build time"
-    assert ("ENV", f"FRONTEND_SNAPSHOT={record.group(1)}") in instructions
+    settings_env = next(arguments for keyword, arguments in instructions
+                        if keyword == "ENV" and "COMFY_SERVERLESS_CONFIG" in arguments)
+    settings = re.search(r"^COMFY_SERVERLESS_CONFIG=(\S+)$", settings_env)
+    assert settings, "the image's settings file is the configuration layer below the environment"
+    with_browser = re.search(r"echo '(\{[^']*\})' > (\S+);", last[record.end():])
+    assert with_browser and with_browser.group(2) == settings.group(1)
+    assert json.loads(with_browser.group(1)) == {"FRONTEND_SNAPSHOT": record.group(1)}
+
+
+def test_the_image_without_a_browser_refuses_ui_jobs_by_default(tmp_path):
+    """WITH_BROWSER=0: no Chromium installed, no record made, and FRONTEND_START=never in the image's settings;
+    CHROMIUM=distribution: the distribution's headless shell instead of Playwright's download."""
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    assert ("ARG", "WITH_BROWSER=1") in instructions
+    install = next(command for _, command in _runs(instructions) if "playwright install" in command)
+    assert install.startswith('if [ "${WITH_BROWSER}" != 1 ]; then exit 0; fi')
+    assert ("ARG", "CHROMIUM=playwright") in instructions and "chromium-headless-shell" in install
+    last = _runs(instructions)[-1][1]
+    slim = re.search(r"else echo '(\{[^']*\})' > (\S+); fi$", " ".join(last.split()))
+    assert slim and json.loads(slim.group(1)) == {"FRONTEND_START": "never"}
+    settings = tmp_path / "image-settings.json"
+    settings.write_text(slim.group(1))
+    assert Config.load(settings, environ={}).frontend_start == "never"
+    assert Config.load(settings, environ={"FRONTEND_START": "first_use"}).frontend_start == "first_use"
 
 
 def test_hadolint_reports_no_errors():
@@ -335,7 +359,7 @@ def test_requirements_list_every_third_party_import():
     app_files = [ROOT / "handler.py", *sorted((ROOT / "src").rglob("*.py"))]
     test_files = sorted((ROOT / "tests").rglob("*.py"))
     for imports, allowed, what in ((_third_party_imports(app_files, {"comfy_serverless"}), runtime, "requirements.txt"),
-                                   (_third_party_imports(test_files, {"comfy_serverless", "tests"}), dev,
+                                   (_third_party_imports(test_files, {"comfy_serverless", "tests", "bench"}), dev,
                                     "requirements-dev.txt")):
         for module, path in imports.items():
             distributions = _distributions(module)
@@ -501,3 +525,15 @@ def test_verify_fails_on_a_dependency_conflict_even_without_starting_comfyui(tmp
         shutil.rmtree(broken)
     assert result.returncode != 0, result.stdout + result.stderr
     assert "nodepack-dep 1.0 has requirement pip<1" in result.stdout + result.stderr
+
+
+def test_the_build_pulls_no_frontend_image_and_brings_its_own_pip():
+    """A `# syntax=` line makes BuildKit pull a frontend image from Docker Hub; the base image's pip may be
+    one that refuses the lock (builder/pip.lock says which)."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    lock_run = next(command for _, command in _runs(dockerfile_instructions(text)) if "requirements.lock" in command)
+    assert lock_run.index("pip install --require-hashes -r /opt/builder/pip.lock") \
+        < lock_run.index("-r /opt/builder/requirements.lock")
+    (pin,) = [line for line in (BUILDER / "pip.lock").read_text().splitlines() if line.startswith("pip==")]
+    assert PIN_RE.match(pin.rstrip(" \\")) and "--hash=sha256:" in (BUILDER / "pip.lock").read_text()
