@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from comfy_serverless import (
     ComfyConnector,
     ComfyServerlessError,
     ComfyStartError,
+    ComfyUnavailableError,
     ConnectorState,
     ConnectorStateError,
     ExecutionError,
@@ -33,6 +35,7 @@ from comfy_serverless import (
     WorkflowError,
 )
 from comfy_serverless.browser import FrontendConverter
+from comfy_serverless.client import ComfyClient
 from comfy_serverless.config import Config
 from tests.comfy_test_server.launcher import start_server
 from tests.support.comfy import (
@@ -587,6 +590,45 @@ async def test_dropped_websocket_mid_run_reconnects_and_completes(connector: Com
     if not REAL_COMFY:
         await set_faults(connector, reset=True)
     connector.files.delete_outputs(history)
+
+
+async def test_worker_comfyuis_reconnect_and_trace_variables_take_effect(connector: ComfyConnector, config_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """WEBSOCKET_RECONNECT_ATTEMPTS x WEBSOCKET_RECONNECT_DELAY_S is the budget a dropped socket is reopened in,
+    WEBSOCKET_TRACE logs each frame and (re)connect; and COMFY_LOG_LEVEL is ComfyUI's --verbose."""
+    await connector.kill_api()  # one ComfyUI at a time on this machine
+    config = dataclasses.replace(Config.load(config_path), websocket_reconnect_attempts=3,
+                                 websocket_reconnect_delay_s=0.5, websocket_trace=True, comfy_log_level="WARNING")
+    caplog.set_level(logging.INFO, logger="comfy_serverless")
+    async with ComfyConnector(config) as scoped:
+        assert scoped.comfy.pid is not None
+        assert "--verbose WARNING" in " ".join(psutil.Process(scoped.comfy.pid).cmdline())
+        await slow_down(scoped)
+        client = scoped.client
+
+        async def drop_soon() -> None:
+            await asyncio.sleep(0.5)
+            assert client.websocket is not None
+            await client.websocket.close()
+
+        dropper = asyncio.create_task(drop_soon())
+        history = await scoped.run_workflow(slow_prompt())
+        await dropper
+        (entry,) = history.values()
+        assert entry["status"]["status_str"] == "success"
+        scoped.files.delete_outputs(history)
+        if not REAL_COMFY:
+            await set_faults(scoped, reset=True)
+        traced = [record.getMessage() for record in caplog.records if "websocket trace" in record.getMessage()]
+        assert sum("connected to" in line for line in traced) >= 2 and any("TEXT frame" in line for line in traced)
+
+        closed = ComfyClient("http://127.0.0.1:9", http_timeout_s=1, is_alive=lambda: True, describe_exit=str,
+                             reconnect=config.reconnect)
+        started = time.monotonic()
+        with pytest.raises(ComfyUnavailableError):
+            await closed._reconnect()  # nothing listens on port 9: every attempt fails, for the whole budget
+        assert time.monotonic() - started >= 1.0  # 1.5 s budget, attempts 0.5 s apart: the last one at 1.0 s
+        await closed.close()
 
 
 @needs_test_server

@@ -229,7 +229,8 @@ class FrontendConverter:
         self._chromium_pids = _chromium_processes() - before
         logger.info("Chromium %s started (%s)", self._browser.version, executable)
 
-    async def load(self, server_address: str, comfy_ready: asyncio.Event | None = None) -> None:
+    async def load(self, server_address: str, comfy_ready: asyncio.Event | None = None, *,
+                   replay_record: bool = False) -> None:
         """Open ComfyUI's frontend in a fresh page and wait until it can convert.
 
         The page is offline for its whole life: it may reach ComfyUI's own
@@ -245,9 +246,11 @@ class FrontendConverter:
         FRONTEND_SNAPSHOT record as well, the API answers the frontend needs to
         set up are replayed from it until ComfyUI answers, so the page is ready
         then; :meth:`verify_record` checks the record against the live server.
+        ``replay_record`` replays it although ComfyUI answers already (the first
+        load of FRONTEND_START=first_use, which then verifies it the same way).
         """
         self._server_address = server_address
-        page, replayed = await self._open_page(server_address, comfy_ready)
+        page, replayed = await self._open_page(server_address, comfy_ready, replay_record=replay_record)
         await self._swap_page(page)
         self._replayed_record = replayed > 0
         if replayed:
@@ -260,7 +263,8 @@ class FrontendConverter:
             with contextlib.suppress(PlaywrightError):
                 await old.close()
 
-    async def _open_page(self, server_address: str, comfy_ready: asyncio.Event | None) -> tuple[Page, int]:
+    async def _open_page(self, server_address: str, comfy_ready: asyncio.Event | None, *,
+                         replay_record: bool = False) -> tuple[Page, int]:
         """A new page of the frontend, ready to convert, and how many answers it replayed from the record."""
         if self._browser is None or not self._browser.is_connected():
             await self.launch()
@@ -269,7 +273,8 @@ class FrontendConverter:
         page.on("pageerror", lambda error: logger.debug("frontend page error: %s", error))
         ready = comfy_ready or _set_event()
         router = _PageRouter(server_address, _local_frontend_root(), ready,
-                             self._record if comfy_ready is not None else None)
+                             self._record if comfy_ready is not None or replay_record else None,
+                             replay_while_ready=replay_record)
         timeout_ms = self._config.frontend_load_timeout_s * 1000
         try:
             await page.route("**/*", router.route)
@@ -517,7 +522,8 @@ class _PageRouter:
     - While ``static_root`` is set (the worker's frontend package is the build
       ComfyUI serves), static files come from local disk: at once during a
       cold start, and without a trip to ComfyUI after it.
-    - Until ComfyUI answers, GETs that ``record`` holds are answered from it.
+    - Until ComfyUI answers (or, with ``replay_while_ready``, even after), GETs
+      that ``record`` holds are answered from it.
     - Everything else goes to ComfyUI, once ``comfy_ready`` is set; with
       ``recording``, GET answers are kept there (see :meth:`FrontendConverter.record`),
       except the files of the frontend package ``known_static`` (a cold start serves
@@ -527,7 +533,7 @@ class _PageRouter:
 
     def __init__(self, server_address: str, static_root: Path | None, comfy_ready: asyncio.Event,
                  record: FrontendRecord | None, *, recording: dict[str, RecordedResponse] | None = None,
-                 known_static: Path | None = None) -> None:
+                 known_static: Path | None = None, replay_while_ready: bool = False) -> None:
         self.origin = server_address
         self.static_root = static_root
         self.record = record
@@ -535,6 +541,7 @@ class _PageRouter:
         self.replayed = 0
         self._known_static = known_static
         self._comfy_ready = comfy_ready
+        self._replay_while_ready = replay_while_ready
 
     async def route(self, route: Route, request: Request) -> None:
         url = urlsplit(request.url)
@@ -553,7 +560,7 @@ class _PageRouter:
                 return
             key = url.path + (f"?{url.query}" if url.query else "")
             recorded = self.record.responses.get(key) if self.record is not None else None
-            if recorded is not None and not self._comfy_ready.is_set():
+            if recorded is not None and (self._replay_while_ready or not self._comfy_ready.is_set()):
                 self.replayed += 1
                 await route.fulfill(status=recorded.status, content_type=recorded.content_type, body=recorded.body)
                 return

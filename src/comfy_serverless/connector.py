@@ -12,6 +12,10 @@ async singleton), because ComfyUI and Chromium are expensive and every job
 shares them. The connector is also an async context manager. It installs no
 signal handler or exit hook: those are the entry point's (``handler.py``), which
 stops the connector from its own event loop.
+
+When the browser starts is FRONTEND_START's: with ComfyUI at boot (the default),
+with the first UI-format job (``first_use``: API-format jobs never wait for it,
+and a worker that only sees them never pays for Chromium), or never.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .errors import (
     ComfyStartError,
     ComfyUnavailableError,
     ConnectorStateError,
+    FrontendDisabledError,
     WorkflowError,
 )
 from .events import ConnectorState, ProgressCallback
@@ -67,6 +72,8 @@ class ComfyConnector:
         self.files = ComfyFiles(ComfyFolders.from_config(config))
         self.timings: dict[str, float] = {}
         self._booting: asyncio.Task[ComfyConnector] | None = None
+        #: FRONTEND_START=first_use: the one start of the browser and page that UI-format jobs share.
+        self._frontend_starting: asyncio.Task[None] | None = None
 
     # --- creation and state -------------------------------------------------------------------
     @classmethod
@@ -198,25 +205,70 @@ class ComfyConnector:
         try:
             async with asyncio.TaskGroup() as group:  # a failure of one cancels the other
                 group.create_task(comfy())
-                group.create_task(frontend())
+                if self.config.browser_at_boot:
+                    group.create_task(frontend())
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None  # the first failure is the cause; the rest follow from it
-        if self.config.frontend_snapshot:  # the page set up from a record: make sure this ComfyUI answers the same
+        if self.config.browser_at_boot:
+            await self._verify_record()
+
+    async def _verify_record(self) -> None:
+        """After the page set up from a record (FRONTEND_SNAPSHOT): make sure this ComfyUI answers the same."""
+        if self.config.frontend_snapshot:
             await self.frontend.verify_record(self.comfy.node_types, await self.comfy.client.get_json("/extensions"))
+
+    async def _frontend_ready(self) -> None:
+        """The browser and page a conversion needs. At boot they are there already (FRONTEND_START=boot); with
+        first_use the first UI-format job starts them, and jobs that come meanwhile wait for that one start
+        (a job cancelled meanwhile leaves it going; a failed start is tried again by the next job)."""
+        if self.config.frontend_start == "never":
+            raise FrontendDisabledError()
+        if self.config.browser_at_boot:
+            return
+        if self._frontend_starting is None:
+            self._frontend_starting = asyncio.ensure_future(self._start_frontend())
+        starting = self._frontend_starting
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if self._frontend_starting is starting:
+                self._frontend_starting = None
+            raise
+
+    async def _start_frontend(self) -> None:
+        started = time.monotonic()
+        logger.info("the first UI-format job: starting Chromium and the frontend (FRONTEND_START=first_use)")
+        await self.frontend.launch()
+        await self.frontend.load(self.server_address, replay_record=True)
+        await self._verify_record()
+        self.timings["frontend_first_use_s"] = time.monotonic() - started
+        logger.info("the frontend is ready in %.2f s", self.timings["frontend_first_use_s"])
+
+    @property
+    def _frontend_started(self) -> bool:
+        """Whether there is a browser to look after: always with FRONTEND_START=boot, with first_use once a
+        UI-format job started it."""
+        return self.config.browser_at_boot or (self._frontend_starting is not None and self._frontend_starting.done()
+                                               and not self._frontend_starting.cancelled()
+                                               and self._frontend_starting.exception() is None)
 
     async def _comfy_restarted(self) -> None:
         """A restarted ComfyUI listens on a new port and may report other model folders: follow it."""
         self.files.model_folders = self.comfy.model_folders
-        await self.frontend.load(self.server_address)
+        if self._frontend_started:
+            await self.frontend.load(self.server_address)
 
     async def _self_test(self) -> None:
-        path = self.config.test_payload_file
+        path = self.config.self_test_path
         if not path:
             return
         try:
             workflow = parse_workflow(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ComfyStartError(f"TEST_PAYLOAD_FILE {path} cannot be read: {exc}") from None
+        if not self.config.browser_at_boot and detect_format(workflow) == "ui":
+            raise ComfyStartError(f"TEST_PAYLOAD_FILE {path} is a UI-format workflow, which needs the browser at "
+                                  f"boot; with FRONTEND_START={self.config.frontend_start} give an API-format one")
         started = time.monotonic()
         try:
             history = await self._run_workflow(workflow, detect=True, timeout_s=None, progress=None, extra_data=None)
@@ -235,6 +287,7 @@ class ComfyConnector:
     async def _convert(self, workflow: dict[str, Any]) -> Prompt:
         if detect_format(workflow) != "ui":
             raise WorkflowError("get_prompt_from_workflow() takes a UI-format workflow; this is already API format")
+        await self._frontend_ready()
         return await self.frontend.convert(workflow)
 
     async def run_workflow(self, payload: dict[str, Any] | str, use_workflow_json: bool = True, *,
@@ -303,17 +356,21 @@ class ComfyConnector:
         What does not work is restarted first (ComfyUI on a fresh port, Chromium
         and its page); ``False`` means something is still down after that, or
         the connector is not ready (never started, failed, killed), in which
-        case nothing is restarted.
+        case nothing is restarted. A browser that is not needed (FRONTEND_START
+        never), or not yet (first_use before the first UI-format job), is no
+        reason to be unhealthy; once started, it counts as with ``boot``.
         """
         if self._state is not READY:
             return False
+        watch_frontend = self._frontend_started
         try:
             await self.comfy.ensure_healthy()
-            await self.frontend.ensure_ready()
+            if watch_frontend:
+                await self.frontend.ensure_ready()
         except (ComfyUnavailableError, BrowserError) as exc:
             logger.warning("resource validation failed: %s", exc)
             return False
-        return self.comfy.healthy and self.frontend.healthy
+        return self.comfy.healthy and (self.frontend.healthy or not watch_frontend)
 
     # --- files (the API reference's upload_data) ----------------------------------------------
     def upload_data(self, source_path: str | Path, folder_type: str = "input", subfolder: str | None = None,
@@ -330,9 +387,11 @@ class ComfyConnector:
     # --- shutdown -----------------------------------------------------------------------------
     async def kill_api(self) -> None:
         """Stop everything this connector started and reset the singleton. Idempotent."""
-        if self._booting is not None and not self._booting.done():
-            self._booting.cancel()
-            await asyncio.wait({self._booting})  # its own failure goes to whoever started it
+        for task in (self._booting, self._frontend_starting):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})  # its own failure goes to whoever started it
+        self._frontend_starting = None
         await self.comfy.stop()
         await self.frontend.close()
         self._stopped()

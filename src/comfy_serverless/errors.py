@@ -20,7 +20,8 @@ class (``RunTimeoutError.stuck``, ``ComfyUnavailableError.restart_failed``,
     ├── BrowserError             (also a RuntimeError)
     ├── WorkflowError
     │   ├── UnknownNodeTypesError
-    │   └── ConversionError
+    │   ├── ConversionError
+    │   └── FrontendDisabledError
     ├── PromptValidationError
     ├── UnexpectedResponseError
     ├── ExecutionError
@@ -98,6 +99,14 @@ class UnknownNodeTypesError(WorkflowError):
 
 class ConversionError(WorkflowError):
     """The frontend could not turn a UI-format workflow into an API prompt."""
+
+
+class FrontendDisabledError(WorkflowError):
+    """A UI-format workflow reached a worker that runs no browser (FRONTEND_START=never)."""
+
+    def __init__(self) -> None:
+        super().__init__("this is a UI-format workflow, and FRONTEND_START=never runs no browser to convert it: "
+                         "send API format (ComfyUI's Export (API)), or set FRONTEND_START=boot")
 
 
 class PromptValidationError(ComfyServerlessError):
