@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from tests.support.comfy import REAL_COMFY, connector_settings, needs_test_server
-from tests.support.loopback import free_port
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def handler_env(comfy_root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_", "OUTPUT_S3"))}
-    settings = connector_settings(comfy_root, INITIAL_PORT=18600)
-    env.update({key: str(value) for key, value in settings.items()})
-    env.update(extra)
-    return env
-
-
-def run_handler(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "handler.py"), *args], cwd=REPO, env=env, text=True,
-                          capture_output=True, timeout=timeout)
-
-
-def output_files(comfy_root: Path) -> list[Path]:
-    return sorted(p for p in (comfy_root / "output").rglob("*") if p.is_file())
+from tests.support.comfy import REAL_COMFY, needs_test_server
+from tests.support.handler import REPO, handler_env, output_files, post, run_handler, serve_api, stop
 
 
 def test_input_file_runs_prints_a_summary_and_writes_the_outputs(comfy_root: Path, tmp_path: Path) -> None:
@@ -53,14 +33,33 @@ def test_input_file_runs_prints_a_summary_and_writes_the_outputs(comfy_root: Pat
     assert output_files(comfy_root) == before  # cleaned up
 
 
+def test_an_unwritable_output_dir_falls_back_to_the_system_temp(comfy_root: Path, tmp_path: Path) -> None:
+    """A read-only container (``docker run --read-only``) cannot write ./local_outputs: one line says where
+    the files went instead, and which option chooses the folder; no traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    result = run_handler(["--output_dir", str(blocker / "out")], handler_env(comfy_root))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+    (note,) = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert note.startswith(f"note: {blocker / 'out'} is not writable (Not a directory); outputs written to ")
+    assert note.endswith(" instead (choose with --output_dir)")
+    fallback = Path(note.split("outputs written to ")[1].split(" instead")[0])
+    (written,) = fallback.iterdir()
+    assert written.read_bytes().startswith(b"\x89PNG")
+    shutil.rmtree(fallback)
+
+
 def test_json_flag_prints_the_full_result_once(comfy_root: Path) -> None:
     result = run_handler(["--json"], handler_env(comfy_root))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     printed = json.loads(result.stdout)
     (output,) = printed["outputs"]
-    assert output["data"] and output["content_type"] == "image/png"
+    (image,) = printed["images"]  # worker-comfyui's form; the bytes go out once, there
+    assert output["image"] == 0 and "data" not in output and output["content_type"] == "image/png"
+    assert image["type"] == "base64" and image["filename"] == output["filename"]
     assert set(printed["history"][printed["prompt_id"]]) == {"outputs", "status"}  # not the workflow again
-    assert result.stderr.count(output["data"][:40]) == 0  # the data is not also logged
+    assert result.stderr.count(image["data"][:40]) == 0  # the data is not also logged
     assert "refresh_worker" not in printed
 
 
@@ -134,49 +133,15 @@ def test_partial_s3_configuration_fails_before_booting(comfy_root: Path) -> None
     assert time.monotonic() - started < 30
 
 
-def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def serve_api(comfy_root: Path, **env: str) -> tuple[subprocess.Popen[str], int]:
-    """``handler.py --rp_serve_api`` in a subprocess, once its API answers; the process and its port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "handler.py"), "--rp_serve_api", "--rp_api_port", str(port)], cwd=REPO,
-        env=handler_env(comfy_root, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=2)
-            return process, port
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError("the development API did not come up: "
-                                     + (process.stdout.read()[-3000:] if process.stdout else "")) from None
-            time.sleep(0.5)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def test_rp_serve_api_runs_jobs_and_cleans_up_on_sigterm(comfy_root: Path) -> None:
     process, port = serve_api(comfy_root)
     try:
         job = json.loads((REPO / "test_input.json").read_text())
-        answer = _post(f"http://127.0.0.1:{port}/runsync", job)
+        answer = post(f"http://127.0.0.1:{port}/runsync", job)
         assert answer["status"] == "COMPLETED", answer
         (image,) = answer["output"]["outputs"]
-        assert image["kind"] == "images" and image["data"]
-        bad = _post(f"http://127.0.0.1:{port}/runsync", {"input": {"workflow": 5}})
+        assert image["kind"] == "images" and answer["output"]["images"][image["image"]]["data"]
+        bad = post(f"http://127.0.0.1:{port}/runsync", {"input": {"workflow": 5}})
         assert bad["status"] == "FAILED" and "input.workflow" in json.dumps(bad)
         children = psutil.Process(process.pid).children(recursive=True)
         assert children  # ComfyUI and Chromium
@@ -201,8 +166,8 @@ def test_streaming_through_the_development_api(comfy_root: Path) -> None:
     process, port = serve_api(comfy_root, STREAM_OUTPUTS="true")
     api = f"http://127.0.0.1:{port}"
     try:
-        job_id = _post(f"{api}/run", two_outputs_job())["id"]
-        streamed = _post(f"{api}/stream/{job_id}", {})
+        job_id = post(f"{api}/run", two_outputs_job())["id"]
+        streamed = post(f"{api}/stream/{job_id}", {})
         assert streamed["status"] == "COMPLETED", streamed
         *outputs, final = [item["output"] for item in streamed["stream"]]
         assert [sorted(item) for item in outputs] == [["output"], ["output"]]
@@ -210,10 +175,10 @@ def test_streaming_through_the_development_api(comfy_root: Path) -> None:
         listed = final["history"][final["prompt_id"]]["outputs"]
         assert sorted(o["output"]["filename"] for o in outputs) == sorted(
             image["filename"] for node in listed.values() for image in node["images"])
-        assert _post(f"{api}/status/{job_id}", {}) == {"id": job_id, "status": "FAILED", "error": "Job ID not found"}
+        assert post(f"{api}/status/{job_id}", {}) == {"id": job_id, "status": "FAILED", "error": "Job ID not found"}
 
-        second = _post(f"{api}/run", two_outputs_job())["id"]
-        status = _post(f"{api}/status/{second}", {})
+        second = post(f"{api}/run", two_outputs_job())["id"]
+        status = post(f"{api}/status/{second}", {})
         assert status["status"] == "COMPLETED", status
         *aggregated, last = status["output"]
         assert [sorted(o["output"]) for o in aggregated] == [sorted(o["output"]) for o in outputs]

@@ -266,7 +266,7 @@ def test_problem_count_is_capped() -> None:
 def test_ui_workflow_dict_with_defaults() -> None:
     spec = parse_job_input({"workflow": UI_WORKFLOW}, CONFIG)
     assert spec == JobSpec(workflow=UI_WORKFLOW, workflow_format="ui", inputs=(), overrides={},
-                           output=OutputSpec("default", "", True, CONFIG.presign_expires_s, False),
+                           output=OutputSpec("default", "", True, 3600, False),
                            timeout_s=None, comfy_org_api_key=None)
 
 

@@ -47,6 +47,20 @@ def uploaded(s3_server: S3Server) -> str:
     return f"s3://{s3_server.bucket}/{PROMPT_KEY}"
 
 
+@pytest.fixture
+def sent(connector: ComfyConnector, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The extra data of every prompt the worker queues during the test (the real call still happens)."""
+    extra_data_sent: list[dict[str, Any]] = []
+    queue_prompt = connector.client.queue_prompt
+
+    async def spy(prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any]) -> None:
+        extra_data_sent.append(extra_data)
+        await queue_prompt(prompt, prompt_id, extra_data)
+
+    monkeypatch.setattr(connector.client, "queue_prompt", spy)
+    return extra_data_sent
+
+
 def make_runner(connector: ComfyConnector, config: Config) -> JobRunner:
     """Built inside the test, so S3Storage.from_config's own logging is captured too."""
     return JobRunner(connector, config, S3Storage.from_config(config))
@@ -135,31 +149,35 @@ async def test_failing_s3_jobs_leak_nothing(connector: ComfyConnector, s3_server
 
 
 async def test_comfy_org_api_key_reaches_comfy_but_not_the_result(connector: ComfyConnector, scratch: Path,
+                                                                  sent: list[dict[str, Any]],
                                                                   capture: pytest.LogCaptureFixture,
                                                                   capfd: pytest.CaptureFixture[str]) -> None:
     runner = JobRunner(connector, Config(scratch_dir=str(scratch)), None)
     image = [{"source": data_uri(png((1, 2, 3))), "name": "photo.png"}]
-    sent: list[dict[str, Any]] = []
-    client = connector.client
-    queue_prompt = client.queue_prompt
-
-    async def spy(prompt: dict[str, Any], prompt_id: str, extra_data: dict[str, Any]) -> None:
-        sent.append(extra_data)
-        await queue_prompt(prompt, prompt_id, extra_data)
-
-    client.queue_prompt = spy  # type: ignore[method-assign]
-    try:
-        ok = await runner.run("job-key-ok", invert_job(inputs=image, comfy_org_api_key=API_KEY))
-        invalid = await runner.run("job-key-invalid", invert_job(comfy_org_api_key=API_KEY) | {
-            "workflow": {"1": {"class_type": "LoadImage", "inputs": {"image": "gone.png"}},
-                         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "k"}}}})
-    finally:
-        del client.queue_prompt
+    ok = await runner.run("job-key-ok", invert_job(inputs=image, comfy_org_api_key=API_KEY))
+    invalid = await runner.run("job-key-invalid", invert_job(comfy_org_api_key=API_KEY) | {
+        "workflow": {"1": {"class_type": "LoadImage", "inputs": {"image": "gone.png"}},
+                     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "k"}}}})
     assert "error" not in ok, ok
     assert "gone.png" in invalid["error"], invalid
     assert [extra.get("api_key_comfy_org") for extra in sent] == [API_KEY, API_KEY]  # ComfyUI's API nodes get it
     assert set(ok["history"][ok["prompt_id"]]) == {"outputs", "status"}  # no prompt, so no extra data in it
     assert_never_seen([API_KEY], [ok, invalid], capture, capfd, expect_s3_logs=False)
+
+
+async def test_comfy_org_api_key_setting_is_the_default_and_a_jobs_own_key_wins(
+        connector: ComfyConnector, scratch: Path, sent: list[dict[str, Any]], capture: pytest.LogCaptureFixture,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """COMFY_ORG_API_KEY (worker-comfyui's variable) reaches ComfyUI's API nodes, never a log or a result."""
+    runner = JobRunner(connector, Config.load(environ={"SCRATCH_DIR": str(scratch), "COMFY_ORG_API_KEY": API_KEY}),
+                       None)
+    image = [{"source": data_uri(png((1, 2, 3))), "name": "photo.png"}]
+    job_key = "comfyui-jobkey-Pq71Zs09Lm3Xv8Wd"
+    default = await runner.run("job-default-key", invert_job(inputs=image))
+    own = await runner.run("job-own-key", invert_job(inputs=image, comfy_org_api_key=job_key))
+    assert "error" not in default and "error" not in own, (default, own)
+    assert [extra.get("api_key_comfy_org") for extra in sent] == [API_KEY, job_key]
+    assert_never_seen([API_KEY, job_key], [default, own], capture, capfd, expect_s3_logs=False)
 
 
 @needs_test_server

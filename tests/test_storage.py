@@ -15,7 +15,7 @@ import pytest
 from comfy_serverless.config import Config
 from comfy_serverless.errors import ConfigError, StorageError
 from comfy_serverless.files import describe_size
-from comfy_serverless.storage import S3Storage
+from comfy_serverless.storage import S3Storage, endpoint_region
 from tests.support.fixtures_s3 import S3Server
 from tests.support.loopback import free_port
 
@@ -128,6 +128,25 @@ def test_s3_region_setting_wins_over_the_environment(s3_server: S3Server,
     assert from_env is not None and from_setting is not None
     assert "%2Fap-south-1%2F" in from_env.presign(s3_server.bucket, "k", 60)
     assert "%2Feu-central-1%2F" in from_setting.presign(s3_server.bucket, "k", 60)
+
+
+@pytest.mark.parametrize("endpoint,region", [
+    ("https://my-bucket.s3.us-east-2.amazonaws.com", "us-east-2"),  # worker-comfyui's documented form
+    ("https://s3.us-west-004.backblazeb2.com", "us-west-004"),
+    ("https://fra1.digitaloceanspaces.com", "fra1"),
+    ("https://my-space.nyc3.digitaloceanspaces.com", "nyc3"),
+    ("https://my-bucket.s3.amazonaws.com", None),
+    ("https://account.r2.cloudflarestorage.com", None),
+])
+def test_the_endpoint_names_the_region_as_rp_upload_reads_it(endpoint: str, region: str | None) -> None:
+    assert endpoint_region(endpoint) == region
+
+
+def test_the_endpoints_region_wins_over_the_environment(s3_server: S3Server, clean_aws_env: pytest.MonkeyPatch) -> None:
+    """A worker-comfyui endpoint signs for the region its URL names, as rp_upload's client does."""
+    clean_aws_env.setenv("AWS_DEFAULT_REGION", "ap-south-1")
+    storage = S3Storage.from_config(s3_server.config(bucket_endpoint_url="https://b.s3.eu-west-3.amazonaws.com"))
+    assert storage is not None and storage.client.meta.region_name == "eu-west-3"
 
 
 # --- download ----------------------------------------------------------------------------------

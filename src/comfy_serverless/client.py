@@ -43,8 +43,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds without any message for our prompt after which history is checked.
 SILENCE_CHECK_S = 3.0
-#: Seconds spent trying to reopen a dropped websocket before giving up.
-RECONNECT_BUDGET_S = 5.0
+#: Characters of a frame that WEBSOCKET_TRACE logs.
+TRACE_CHARS = 200
 
 _SOCKET_CLOSED = object()
 #: Messages only an executing prompt gets (``execution_start`` first, unless it was lost).
@@ -58,8 +58,13 @@ class ComfyClient:
     """HTTP and websocket client for one ComfyUI server."""
 
     def __init__(self, base_url: str, *, http_timeout_s: float, is_alive: Callable[[], bool],
-                 describe_exit: Callable[[], str]) -> None:
+                 describe_exit: Callable[[], str], reconnect: tuple[float, float],
+                 trace: bool = False) -> None:
+        """``reconnect``: the seconds spent reopening a dropped websocket and the pause between attempts;
+        ``trace``: log every frame (WEBSOCKET_TRACE)."""
         self.base_url = base_url.rstrip("/")
+        self._reconnect_budget_s, self._reconnect_delay_s = reconnect
+        self._trace = trace
         self.client_id = uuid.uuid4().hex
         self._http_timeout = aiohttp.ClientTimeout(total=http_timeout_s)
         self._is_alive = is_alive
@@ -153,6 +158,8 @@ class ComfyClient:
             self._ws = await self.session.ws_connect(self.ws_url, heartbeat=30, max_msg_size=0)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._unavailable(f"websocket connection failed: {exc!r}") from None
+        if self._trace:
+            logger.info("websocket trace: connected to %s", self.ws_url)
         self._reader = asyncio.create_task(self._read(self._ws), name="comfy-ws-reader")
 
     async def _close_socket(self) -> None:
@@ -168,6 +175,8 @@ class ComfyClient:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         try:
             async for message in ws:
+                if self._trace:
+                    _trace(message)
                 if message.type != aiohttp.WSMsgType.TEXT:
                     continue  # binary previews carry no prompt id
                 try:
@@ -180,13 +189,15 @@ class ComfyClient:
                 if watch is not None:
                     watch.put_nowait(event)
         finally:
+            if self._trace:
+                logger.info("websocket trace: closed (code %s)", ws.close_code)
             if self._ws is ws:
                 for watch in self._watches.values():
                     watch.put_nowait(_SOCKET_CLOSED)
 
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECONNECT_BUDGET_S
+        deadline = loop.time() + self._reconnect_budget_s
         while True:
             if not self._is_alive():
                 raise self._unavailable("the websocket closed")
@@ -194,9 +205,9 @@ class ComfyClient:
                 await self.connect_socket()
                 return
             except ComfyUnavailableError:
-                if loop.time() > deadline:
+                if loop.time() + self._reconnect_delay_s > deadline:
                     raise
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(self._reconnect_delay_s)
 
     def _unavailable(self, what: str) -> ComfyUnavailableError:
         if not self._is_alive():
@@ -354,6 +365,13 @@ class _Deadlines:
         left, phase, budget = self._left(started_at)
         if left <= 0:
             raise _OutOfTime(phase, budget)
+
+
+def _trace(message: aiohttp.WSMessage) -> None:
+    """One frame as WEBSOCKET_TRACE logs it: its kind, size and beginning (binary frames are previews)."""
+    size = len(message.data) if isinstance(message.data, (str, bytes)) else 0
+    head = message.data[:TRACE_CHARS] if isinstance(message.data, str) else ""
+    logger.info("websocket trace: %s frame, %d bytes %s", message.type.name, size, head)
 
 
 async def _next_event(watch: asyncio.Queue[Any], timeout_s: float) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StorageError
 from .files import FileStamp, stamps
 from .outputs import FileOutput, collect_outputs, inline_outputs, upload_outputs
 
@@ -32,6 +33,8 @@ class Destination:
     expires_s: int
     include_temp: bool
     inline_max_bytes: int
+    #: Why the outputs go to ``bucket`` when the job and the settings did not name it, for a failed upload.
+    why_bucket: str = ""
 
 
 @dataclass
@@ -76,8 +79,15 @@ class Delivery:
             self._inline_bytes += sum(output.bytes for output in files)
         else:
             assert self.storage is not None
-            items = await upload_outputs(files, self.storage, target.bucket, target.prefix, self.job_id,
-                                         presign=target.presign, expires_s=target.expires_s, used=self._keys)
+            try:
+                items = await upload_outputs(files, self.storage, target.bucket, target.prefix, self.job_id,
+                                             presign=target.presign, expires_s=target.expires_s, used=self._keys)
+            except StorageError as exc:
+                if not target.why_bucket:
+                    raise
+                details = {key: value for key, value in exc.details.items() if key != "limit"}
+                raise StorageError(f"{exc.message}; {target.why_bucket}", limit_bytes=exc.limit_bytes,
+                                   **details) from exc
         self.delivered += items + texts
         return items + texts
 

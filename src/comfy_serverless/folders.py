@@ -152,3 +152,40 @@ class ComfyFiles:
         """Folders below which emptied job folders are removed (model folders may live on a volume)."""
         model_paths = [Path(p) for paths in self.model_folders.values() for p in paths]
         return [self.folders.input, self.folders.output, self.folders.temp, self.folders.models, *model_paths]
+
+
+#: Entries NETWORK_VOLUME_DEBUG looks at per folder: a network file system with a million files must not
+#: hold up the start.
+_LISTED_ENTRIES = 1000
+
+
+def describe_model_folders(model_folders: dict[str, list[str]], volume: Path) -> list[str]:
+    """NETWORK_VOLUME_DEBUG's report: whether ``volume`` is mounted, then where each model folder ComfyUI
+    knows resolves (on the volume or in the image) and how many files it holds, for "model not found"."""
+    models = volume / "models"
+    if not volume.is_dir():
+        lines = [f"network volume: {volume} is not mounted; models come from the image only"]
+    elif not models.is_dir():
+        lines = [f"network volume: {volume} is mounted but has no models/ folder; put models in "
+                 f"{models}/<folder>/ (e.g. {models}/checkpoints/)"]
+    else:
+        lines = [f"network volume: {volume} is mounted; {models} holds: "
+                 f"{', '.join(sorted(p.name for p in models.iterdir() if p.is_dir())) or 'no folders'}"]
+    for name in sorted(model_folders):
+        places = [f"{path} ({_where(Path(path), volume)}, {_count_files(Path(path))})" for path in model_folders[name]]
+        lines.append(f"model folder {name}: {'; '.join(places) or 'no paths'}")
+    return lines
+
+
+def _where(path: Path, volume: Path) -> str:
+    return "network volume" if path.is_relative_to(volume) else "image"
+
+
+def _count_files(folder: Path) -> str:
+    if not folder.is_dir():
+        return "missing"
+    count = 0
+    for count, _ in enumerate(folder.rglob("*"), start=1):
+        if count >= _LISTED_ENTRIES:
+            return f"{_LISTED_ENTRIES}+ entries"
+    return f"{count} entries"

@@ -39,7 +39,7 @@ from .files import OutputLedger, remove_paths
 from .inputs import InputFetch, fetch_all
 from .jobspec import InputSpec, JobSpec, parse_job_input
 from .model_cache import CacheEntry, ModelCache
-from .sources.s3 import parse_s3_uri
+from .sources.s3 import bucket_problem, parse_s3_uri
 from .storage import S3Storage
 from .workflow import (
     FileInputs,
@@ -62,6 +62,8 @@ ItemSink = Callable[[dict[str, Any]], None]
 MAX_ERROR_BYTES = 8192
 _KEPT_ITEMS = 10
 _KEPT_CHARS = 300
+#: The bucket runpod's ``rp_upload.upload_image`` uploads to when given none: ``time.strftime`` of this.
+RP_UPLOAD_BUCKET_FORMAT = "%m-%y"
 
 
 @dataclass
@@ -173,8 +175,9 @@ class JobRunner:
         extra_data: dict[str, Any] = {}
         if spec.workflow_format == "ui":
             extra_data["extra_pnginfo"] = {"workflow": spec.workflow}
-        if spec.comfy_org_api_key:
-            extra_data["api_key_comfy_org"] = spec.comfy_org_api_key
+        api_key = spec.comfy_org_api_key or self._config.comfy_org_api_key  # the job's own key wins
+        if api_key:
+            extra_data["api_key_comfy_org"] = api_key
         throttled = _throttled(progress, self._config.progress_interval_s) if progress else None
 
         async def run(on_executed: OutputCallback | None) -> None:
@@ -211,17 +214,32 @@ class JobRunner:
         return prompt
 
     def _output_destination(self, spec: JobSpec) -> Destination:
-        """Where the outputs go (S3, or inline); decided before any work is done."""
+        """Where the outputs go (S3, or inline); decided before any work is done.
+
+        The job's ``output`` first, then OUTPUT_S3_URI; with neither, but the three
+        BUCKET_* variables set, where runpod's ``rp_upload.upload_image`` puts them
+        for worker-comfyui: the bucket named after the month (``MM-YY``), keys
+        under ``<job_id>/``. Otherwise inline.
+        """
         output = spec.output
         uri = {"inline": "", "s3": output.s3_uri}.get(output.mode, self._config.output_s3_uri)
-        bucket, prefix = None, ""
+        bucket, prefix, why_bucket = None, "", ""
         if uri:
             if self._storage is None:
                 raise StorageError("output.s3_uri needs S3 credentials: set BUCKET_ENDPOINT_URL, "
                                    "BUCKET_ACCESS_KEY_ID and BUCKET_SECRET_ACCESS_KEY (or the AWS credential chain)")
             bucket, prefix = parse_s3_uri(uri, require_key=False)
+        elif output.mode == "default" and self._config.month_bucket_outputs:
+            bucket = time.strftime(RP_UPLOAD_BUCKET_FORMAT)
+            problem = bucket_problem(bucket, self._config.allowed_buckets)
+            if problem:
+                raise JobInputError([f"input.output: outputs would go to the month's bucket, as runpod's rp_upload "
+                                     f"puts them, but {problem}; give output.s3_uri, or set OUTPUT_S3_URI"])
+            why_bucket = (f"outputs go to the bucket named after the month ({bucket}), as runpod's rp_upload puts "
+                          "them, when BUCKET_* are set without OUTPUT_S3_URI: create it, or set OUTPUT_S3_URI")
         return Destination(bucket, prefix, presign=output.presign, expires_s=output.expires_s,
-                           include_temp=output.include_temp, inline_max_bytes=self._config.inline_output_max_bytes)
+                           include_temp=output.include_temp, inline_max_bytes=self._config.inline_output_max_bytes,
+                           why_bucket=why_bucket)
 
     def _check_model_folders(self, inputs: tuple[InputSpec, ...]) -> None:
         """A ``models`` input's subfolder must name a model folder this ComfyUI knows; checked before fetching."""
@@ -390,12 +408,28 @@ def _json_size(value: Any) -> int:
 
 
 def _result_history(entry: dict[str, Any]) -> dict[str, Any]:
-    """The part of ComfyUI's history entry a caller needs: outputs and status (with its messages).
+    """The part of ComfyUI's history entry a caller needs: outputs and status (with its messages), without
+    the worker's own paths.
 
     The rest (``prompt``) repeats what the caller sent, the whole UI workflow included,
-    and RunPod caps a /runsync response at about 20 MB.
+    and RunPod caps a /runsync response at about 20 MB. Some packs list where the
+    worker keeps a file (VideoHelperSuite's ``fullpath``: ``/comfyui/output/anim_00001.gif``):
+    the client has the file, and the worker's layout is nobody's business.
     """
-    return {key: entry[key] for key in ("outputs", "status") if key in entry}
+    kept: dict[str, Any] = {key: entry[key] for key in ("outputs", "status") if key in entry}
+    if "outputs" in kept:
+        kept["outputs"] = without_server_paths(kept["outputs"])
+    return kept
+
+
+def without_server_paths(value: Any) -> Any:
+    """``value`` (JSON) without the object entries whose value is an absolute path."""
+    if isinstance(value, dict):
+        return {key: without_server_paths(item) for key, item in value.items()
+                if not (isinstance(item, str) and item.startswith("/"))}
+    if isinstance(value, list):
+        return [without_server_paths(item) for item in value]
+    return value
 
 
 class _timer:

@@ -433,10 +433,12 @@ def _parse_output(value: object, config: Config, problems: Problems) -> OutputSp
     spec = {} if value is None else _object(value, path, problems, allowed=_OUTPUT_KEYS) or {}
     include_temp = _typed(spec, "include_temp", path, "boolean", config.include_temp_outputs, problems)
     presign = _typed(spec, "presign", path, "boolean", True, problems)
-    expires_s = _typed(spec, "expires_s", path, "integer", config.presign_expires_s, problems)
-    _check_range(expires_s, f"{path}.expires_s", 1, MAX_PRESIGN_EXPIRES_S, problems, low_inclusive=True)
     s3_uri = spec.get("s3_uri")
-    if _typed(spec, "inline", path, "boolean", False, problems):
+    inline = _typed(spec, "inline", path, "boolean", False, problems)
+    default_expires_s = config.default_expires_s(month_bucket=s3_uri is None and not inline)
+    expires_s = _typed(spec, "expires_s", path, "integer", default_expires_s, problems)
+    _check_range(expires_s, f"{path}.expires_s", 1, MAX_PRESIGN_EXPIRES_S, problems, low_inclusive=True)
+    if inline:
         if s3_uri is not None:
             problems.add(path, "give either 's3_uri' or 'inline': true, not both")
         for key in ("presign", "expires_s"):

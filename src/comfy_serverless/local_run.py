@@ -13,11 +13,13 @@ import argparse
 import base64
 import json
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from .files import unique_destination
+from .worker_comfyui import inline_data
 
 Handle = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -49,10 +51,30 @@ def load_job(test_input: str | None) -> dict[str, Any]:
     return {"id": "local_test", **job}
 
 
-def save_inline_outputs(result: dict[str, Any], output_dir: Path) -> None:
-    """Write each inline output's bytes under ``output_dir`` and put its ``path`` in place of ``data``."""
+def save_inline_outputs(result: dict[str, Any], output_dir: Path) -> list[str]:
+    """Write each inline output's bytes under ``output_dir`` and put its ``path`` in its ``outputs`` entry.
+
+    A container may run read-only (``docker run --read-only``, the working
+    directory in the image): then the files go to a fresh folder under the
+    system temp. Returns a line saying so, for the summary.
+    """
+    try:
+        _write_outputs(result, output_dir)
+        return []
+    except OSError as exc:
+        problem = f"{output_dir} is not writable ({exc.strerror or type(exc).__name__})"
+    try:
+        fallback = Path(tempfile.mkdtemp(prefix="local_outputs-"))
+        _write_outputs(result, fallback)
+    except OSError as exc:
+        return [f"outputs not written: {problem}, nor is the system temp ({exc.strerror or type(exc).__name__}); "
+                "pass --output_dir with a writable folder"]
+    return [f"note: {problem}; outputs written to {fallback} instead (choose with --output_dir)"]
+
+
+def _write_outputs(result: dict[str, Any], output_dir: Path) -> None:
     for output in result.get("outputs", []):
-        data = output.pop("data", None)
+        data = inline_data(result, output)
         if data is None:
             continue
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +134,6 @@ async def run_local(handle: Handle, job: dict[str, Any], args: argparse.Namespac
     if args.json:
         print(json.dumps(result, indent=2), file=out)
     else:
-        save_inline_outputs(result, Path(args.output_dir))
-        print("\n".join([*summary(str(job["id"]), result), "(the full result: --json)"]), file=out)
+        notes = save_inline_outputs(result, Path(args.output_dir))
+        print("\n".join([*summary(str(job["id"]), result), *notes, "(the full result: --json)"]), file=out)
     return 1 if "error" in result else 0

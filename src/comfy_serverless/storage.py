@@ -19,6 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -94,7 +95,8 @@ class S3Storage:
         session = boto3.session.Session()
         if not key_id:
             _require_chain_credentials(session, secrets)
-        region = config.s3_region or session.region_name or (_DEFAULT_ENDPOINT_REGION if endpoint else None)
+        region = (config.s3_region or endpoint_region(endpoint) or session.region_name
+                  or (_DEFAULT_ENDPOINT_REGION if endpoint else None))
         client = session.client("s3", endpoint_url=endpoint or None, region_name=region,
                                 aws_access_key_id=key_id or None, aws_secret_access_key=secret or None,
                                 config=_client_config(custom_endpoint=bool(endpoint)))
@@ -245,6 +247,20 @@ def _check_size(uri: str, size: int, max_bytes: int, *, complete: bool) -> None:
     if size > max_bytes:
         raise StorageError(f"{uri} is {'' if complete else 'at least '}{describe_size(size)}, over the limit of "
                            f"{describe_size(max_bytes)}", uri=uri, size=size, limit_bytes=max_bytes)
+
+
+def endpoint_region(endpoint: str) -> str | None:
+    """The region an endpoint URL names, read where runpod's ``rp_upload`` reads it, so that a worker-comfyui
+    endpoint signs for the same region: the label after ``s3.`` (AWS, Backblaze:
+    ``bucket.s3.us-east-2.amazonaws.com``), or the one before ``digitaloceanspaces.com``. None where the URL
+    names none (``s3.amazonaws.com``, R2), where rp_upload would take ``amazonaws`` or ``digitaloceanspaces``."""
+    labels = (urlsplit(endpoint).hostname or "").split(".")
+    if "s3" in labels[:-1]:
+        region = labels[labels.index("s3") + 1]
+        return None if region == "amazonaws" else region
+    if labels[-2:] == ["digitaloceanspaces", "com"] and len(labels) > 2:
+        return labels[-3]
+    return None
 
 
 def _redact(text: str, secrets: Sequence[str]) -> str:
