@@ -23,11 +23,11 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from tests.support.fixtures_s3 import moto_server
 
-from . import chromium_memory, cold_start, conversion, jobs, model_cache, throughput
+from . import chromium_memory, cold_start, conversion, frontend_start, jobs, model_cache, throughput
 from .common import REPO, Report, comfy_root, write_config
 from .memory import MemorySampler
 
-PARTS = ("cold", "chromium-memory", "conversion", "jobs", "s3", "model-cache", "throughput", "soak")
+PARTS = ("cold", "frontend-start", "chromium-memory", "conversion", "jobs", "s3", "model-cache", "throughput", "soak")
 
 
 async def main(args: argparse.Namespace) -> Report:
@@ -37,6 +37,9 @@ async def main(args: argparse.Namespace) -> Report:
     if "cold" in args.only:
         print("cold start …", flush=True)
         await cold_start.run(report, workdir, root, args.repeat)
+    if "frontend-start" in args.only:
+        print("FRONTEND_START modes …", flush=True)
+        await frontend_start.run(report, workdir, root, args.repeat)
     if "chromium-memory" in args.only:
         print(f"Chromium memory over {args.memory_conversions} conversions …", flush=True)
         await chromium_memory.run(report, workdir, root, args.memory_conversions)

@@ -9,6 +9,7 @@ report medians and ratios, never a single sample.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -66,7 +67,12 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        return self.value / self.baseline if self.baseline else None
+        return self.value / self.baseline if self.baseline and not math.isnan(self.value) else None
+
+
+def shown(value: float, unit: str) -> str:
+    """A figure's value as the table shows it; NaN is a figure this machine cannot measure (no nvidia-smi)."""
+    return "n/a" if math.isnan(value) else f"{value:.4g} {unit}".rstrip()
 
 
 @dataclass
@@ -75,16 +81,17 @@ class Report:
 
     def add(self, figure: Figure) -> None:
         self.figures.append(figure)
-        print(f"  {figure.name}: {figure.value:.4g} {figure.unit}"
-              + (f" (baseline {figure.baseline:.4g})" if figure.baseline is not None else ""), flush=True)
+        print(f"  {figure.name}: {shown(figure.value, figure.unit)}"
+              + (f" (baseline {shown(figure.baseline, figure.unit)})" if figure.baseline is not None else ""),
+              flush=True)
 
     def table(self) -> str:
         rows = ["| figure | value | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
         for f in self.figures:
-            baseline = f"{f.baseline:.4g} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
+            baseline = f"{shown(f.baseline, f.unit)} ({f.baseline_name})" if f.baseline is not None else ""
             ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
             met = "" if f.met is None else ("yes" if f.met else "**no**")
-            rows.append(f"| {f.name} | {f.value:.4g} {f.unit} | {baseline} | {ratio} | {f.target} | {met} |")
+            rows.append(f"| {f.name} | {shown(f.value, f.unit)} | {baseline} | {ratio} | {f.target} | {met} |")
         return "\n".join(rows)
 
     def as_json(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import io
 import os
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,9 +38,26 @@ def trivial_prompt(image_name: str, prefix: str) -> dict[str, Any]:
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}}}
 
 
-async def bare_job_s(connector: ComfyConnector, session: aiohttp.ClientSession, prompt: dict[str, Any]) -> float:
+@dataclass
+class BareRun:
+    """What a bare client saw of one prompt: its seconds end to end, its history entry, and every websocket
+    message that arrived meanwhile, with its arrival in seconds since the POST."""
+
+    seconds: float
+    prompt_id: str
+    history: dict[str, Any]
+    messages: list[tuple[float, dict[str, Any]]]
+
+    def of_prompt(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        """The messages of ``kind`` about this prompt, as (arrival, data)."""
+        return [(at, m["data"]) for at, m in self.messages
+                if m["type"] == kind and m["data"].get("prompt_id") == self.prompt_id]
+
+
+async def bare_job(connector: ComfyConnector, session: aiohttp.ClientSession, prompt: dict[str, Any]) -> BareRun:
     """What a minimal client does for the same prompt: websocket, POST /prompt, wait, GET /history."""
     client_id = uuid.uuid4().hex
+    messages: list[tuple[float, dict[str, Any]]] = []
     started = time.perf_counter()
     async with session.ws_connect(f"{connector.server_address.replace('http', 'ws')}/ws?clientId={client_id}") as ws:
         async with session.post(f"{connector.server_address}/prompt",
@@ -47,12 +66,40 @@ async def bare_job_s(connector: ComfyConnector, session: aiohttp.ClientSession, 
         async for message in ws:
             if message.type == aiohttp.WSMsgType.TEXT:
                 data = message.json()
+                messages.append((time.perf_counter() - started, data))
                 if data["type"] == "executing" and data["data"].get("node") is None \
                         and data["data"].get("prompt_id") == prompt_id:
                     break
     async with session.get(f"{connector.server_address}/history/{prompt_id}") as response:
-        await response.json()
-    return time.perf_counter() - started
+        history = (await response.json())[prompt_id]
+    return BareRun(time.perf_counter() - started, prompt_id, history, messages)
+
+
+async def side_by_side(connector: ComfyConnector, runner: JobRunner, count: int,
+                       bare_prompt: Callable[[int], dict[str, Any]],
+                       worker_job: Callable[[int], dict[str, Any]]) -> tuple[list[BareRun], list[dict[str, Any]]]:
+    """``count`` bare runs and ``count`` worker jobs, interleaved so that both see the same machine noise; each
+    worker result carries ``seconds``, its end-to-end time. The bare runs' outputs are deleted."""
+    bare, worker = [], []
+    async with aiohttp.ClientSession() as session:
+        for index in range(count):
+            run = await bare_job(connector, session, bare_prompt(index))
+            connector.files.delete_outputs({run.prompt_id: run.history})
+            bare.append(run)
+            started = time.perf_counter()
+            result = await runner.run(f"bench-{index}", worker_job(index))
+            assert "error" not in result, result
+            worker.append({**result, "seconds": time.perf_counter() - started})
+    return bare, worker
+
+
+def overhead_figures(report: Report, label: str, bare: list[BareRun], worker: list[dict[str, Any]]) -> None:
+    """The worker's median end-to-end time beside the bare client's, and the difference (target: 10 ms)."""
+    bare_s, worker_s = median([run.seconds for run in bare]), median([result["seconds"] for result in worker])
+    added = (worker_s - bare_s) * 1000
+    report.add(Figure(f"{label}: worker end to end (inline in/out)", worker_s * 1000, "ms", bare_s * 1000,
+                      "bare POST /prompt + websocket + GET /history"))
+    report.add(Figure(f"{label}: overhead added (median)", added, "ms", target="<= 10 ms", met=added <= 10))
 
 
 async def overhead(report: Report, connector: ComfyConnector, runner: JobRunner, count: int) -> None:
@@ -63,24 +110,15 @@ async def overhead(report: Report, connector: ComfyConnector, runner: JobRunner,
         path = connector.files.folders.input / f"bench-bare-{index}.png"
         path.write_bytes(image)
         bare_inputs.append(path)
-    bare, worker = [], []
-    async with aiohttp.ClientSession() as session:
-        for index in range(count):
-            bare.append(await bare_job_s(connector, session, trivial_prompt(bare_inputs[index].name, f"bare{index}")))
-            job = {"workflow": trivial_prompt("in.png", "worker"), "output": {"inline": True},
-                   "inputs": [{"source": f"data:image/png;base64,{encoded}", "name": "in.png"}]}
-            started = time.perf_counter()
-            result = await runner.run(f"bench-{index}", job)
-            worker.append(time.perf_counter() - started)
-            assert "error" not in result, result
-    for path in bare_inputs:
-        path.unlink()
-    for path in connector.files.folders.output.glob("bare*"):
-        path.unlink()
-    added = (median(worker) - median(bare)) * 1000
-    report.add(Figure("per job: worker end to end (inline in/out)", median(worker) * 1000, "ms", median(bare) * 1000,
-                      "bare POST /prompt + websocket + GET /history"))
-    report.add(Figure("per job: overhead added (median)", added, "ms", target="<= 10 ms", met=added <= 10))
+    try:
+        bare, worker = await side_by_side(
+            connector, runner, count, lambda index: trivial_prompt(bare_inputs[index].name, f"bare{index}"),
+            lambda _: {"workflow": trivial_prompt("in.png", "worker"), "output": {"inline": True},
+                       "inputs": [{"source": f"data:image/png;base64,{encoded}", "name": "in.png"}]})
+    finally:
+        for path in bare_inputs:
+            path.unlink()
+    overhead_figures(report, "per job", bare, worker)
 
 
 async def s3_transfer(report: Report, runner: JobRunner, client: Any, bucket: str, count: int) -> None:

@@ -18,7 +18,8 @@ from .common import Figure, Report
 MB = 1024 * 1024
 
 
-def _tree(pid: int | None) -> list[psutil.Process]:
+def process_tree(pid: int | None) -> list[psutil.Process]:
+    """The process and all its descendants (none when it is gone)."""
     if pid is None:
         return []
     try:
@@ -42,7 +43,7 @@ def rss_and_pss(processes: list[psutil.Process]) -> tuple[int, int]:
 
 def chromium_processes(connector: ComfyConnector) -> list[psutil.Process]:
     """The connector's Chromium processes, each once though it is in several trees."""
-    return list({p.pid: p for pid in connector.frontend.chromium_pids for p in _tree(pid)}.values())
+    return list({p.pid: p for pid in connector.frontend.chromium_pids for p in process_tree(pid)}.values())
 
 
 def chromium_pss(connector: ComfyConnector) -> int:
@@ -63,7 +64,7 @@ class MemorySampler:
         groups = {
             "worker": [psutil.Process()],
             "chromium": chromium_processes(self._connector),
-            "comfyui": _tree(self._connector.comfy.pid),
+            "comfyui": process_tree(self._connector.comfy.pid),
         }
         for name, processes in groups.items():
             rss, pss = rss_and_pss(processes)

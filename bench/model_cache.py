@@ -60,12 +60,16 @@ def job(bucket: str, photo: str, **model: Any) -> dict[str, Any]:
         "output": {"inline": True}}
 
 
-def executed_loader(result: dict[str, Any]) -> bool:
-    """Whether ComfyUI ran the loader node (it did unless it reported it in ``execution_cached``)."""
+def cached_nodes(entry: dict[str, Any]) -> set[str]:
+    """The nodes ComfyUI reported in ``execution_cached`` for a history entry: those it did not run."""
+    return {node for kind, data in entry["status"]["messages"] if kind == "execution_cached"
+            for node in data["nodes"]}
+
+
+def executed_loader(result: dict[str, Any], loader: str = "2") -> bool:
+    """Whether ComfyUI ran the loader node of a job's result (it did unless it reported it cached)."""
     (entry,) = result["history"].values()
-    cached = {node for kind, data in entry["status"]["messages"] if kind == "execution_cached"
-              for node in data["nodes"]}
-    return "2" not in cached
+    return loader not in cached_nodes(entry)
 
 
 async def run(report: Report, connector: ComfyConnector, s3: Any, workdir: Path) -> None:
