@@ -32,6 +32,7 @@ import runpod
 
 from comfy_serverless import ComfyServerlessError, Config, local_run
 from comfy_serverless.worker import Worker
+from comfy_serverless.worker_comfyui import with_images
 
 logger = logging.getLogger("comfy_serverless.handler")
 
@@ -57,9 +58,10 @@ def _for_runpod(result: dict[str, Any]) -> dict[str, Any]:
 
 
 async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    """One RunPod job. Cancellation (RunPod's per-job stop) propagates: its prompt, and only it, is stopped."""
+    """One RunPod job, its result in our form and in worker-comfyui's (``images``), so that its clients work
+    unchanged. Cancellation (RunPod's per-job stop) propagates: its prompt, and only it, is stopped."""
     assert WORKER is not None, "the worker is started before the SDK takes jobs"
-    return _for_runpod(await WORKER.handle(job, _progress_sink(job)))
+    return _for_runpod(with_images(await WORKER.handle(job, _progress_sink(job))))
 
 
 async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -78,6 +80,13 @@ async def stream_handler(job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
 def main() -> None:
     global WORKER
     logging.getLogger("comfy_serverless").setLevel(os.environ.get("COMFY_SERVERLESS_LOG_LEVEL", "INFO"))
+    try:
+        config = Config.load()
+    except ComfyServerlessError as exc:
+        logger.error("worker failed to start: %s", exc)
+        sys.exit(1)
+    if config.serve_api_locally:
+        _serve_api_locally()
     local_args: argparse.Namespace | None = None
     local_job: dict[str, Any] | None = None
     if _is_local_one_shot():  # a bad job file fails before the cold start, not after it
@@ -87,11 +96,7 @@ def main() -> None:
         except ValueError as exc:
             logger.error("%s", exc)
             sys.exit(1)
-    try:
-        WORKER = Worker(Config.load())
-    except ComfyServerlessError as exc:
-        logger.error("worker failed to start: %s", exc)
-        sys.exit(1)
+    WORKER = Worker(config)
     atexit.register(WORKER.stop)
     signals = SignalStop(WORKER)
     signals.install()
@@ -158,6 +163,17 @@ class SignalStop:
 
         self._stopping = threading.Thread(target=stop_then_resend, name="comfy-serverless-stop")
         self._stopping.start()
+
+
+def _serve_api_locally() -> None:
+    """SERVE_API_LOCALLY: the SDK's local API, as ``--rp_serve_api`` gives it, on every interface (as
+    worker-comfyui serves it, so that ``docker run -p 8000:8000`` reaches it) unless ``--rp_api_host`` says
+    otherwise. The SDK reads these flags from ``sys.argv`` when it starts."""
+    flags = sys.argv[1:]
+    if "--rp_serve_api" not in flags:
+        sys.argv.append("--rp_serve_api")
+    if not any(flag.startswith("--rp_api_host") for flag in flags):
+        sys.argv.append("--rp_api_host=0.0.0.0")
 
 
 def _is_local_one_shot() -> bool:

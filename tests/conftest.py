@@ -27,6 +27,8 @@ from tests.support.loopback import loopback_server
 from tests.support.spies import Spies, spy_on_the_pipeline
 
 pytest_plugins = ["tests.support.fixtures_s3"]
+#: The image tier (tests/image) runs against a built image, from `make image-test`, which names it.
+collect_ignore = [] if os.environ.get("IMAGE_UNDER_TEST") else ["image"]
 
 
 def pytest_report_header() -> str:

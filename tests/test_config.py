@@ -153,7 +153,7 @@ def test_every_setting_of_config_has_a_kind() -> None:
 
 @dataclasses.dataclass(frozen=True)
 class WithOptional(Config):
-    """Config plus two optional settings, declared as a real one would be (no current setting is optional)."""
+    """Config plus two optional settings of kinds no real setting has (an optional int bounded below, a str)."""
 
     seed: int | None = setting(None, "A seed. Unset: random.", minimum=0)
     label: str | None = setting(None, "A label. Unset: none.")
@@ -207,3 +207,42 @@ def test_command_joins_both_settings_as_a_shell_splits_them() -> None:
     config = Config.load(environ={"API_COMMAND_LINE": "'/opt/comfy venv/bin/python' main.py",
                                   "COMFY_EXTRA_ARGS": "--preview-method 'auto'"})
     assert config.command == ["/opt/comfy venv/bin/python", "main.py", "--preview-method", "auto"]
+
+
+# --- worker-comfyui's variables -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("environ,expected", [
+    ({}, (5.0, 0.2)),
+    ({"WEBSOCKET_RECONNECT_ATTEMPTS": "5", "WEBSOCKET_RECONNECT_DELAY_S": "3"}, (15.0, 3.0)),  # its template's
+    ({"WEBSOCKET_RECONNECT_ATTEMPTS": "4"}, (12.0, 3.0)),  # its default delay for the other
+    ({"WEBSOCKET_RECONNECT_DELAY_S": "0.5"}, (2.5, 0.5)),
+    ({"WEBSOCKET_RECONNECT_BUDGET_S": "8"}, (8.0, 0.2)),
+    ({"WEBSOCKET_RECONNECT_BUDGET_S": "8", "WEBSOCKET_RECONNECT_ATTEMPTS": "5",
+      "WEBSOCKET_RECONNECT_DELAY_S": "3"}, (8.0, 3.0)),  # ours wins over theirs for the budget
+])
+def test_reconnect_settings_map_onto_one_budget(environ: dict[str, str], expected: tuple[float, float]) -> None:
+    assert Config.load(environ=environ).reconnect == expected
+
+
+def test_comfy_log_level_is_comfyuis_verbose_flag() -> None:
+    config = Config.load(environ={"COMFY_LOG_LEVEL": "debug", "COMFY_EXTRA_ARGS": "--preview-method auto"})
+    assert config.command == ["python", "main.py", "--verbose", "DEBUG", "--preview-method", "auto"]
+    assert "--verbose" not in Config.load(environ={}).command
+    with pytest.raises(ConfigError, match="COMFY_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+                                          "got 'LOUD'"):
+        Config.load(environ={"COMFY_LOG_LEVEL": "LOUD"})
+
+
+def test_bucket_variables_alone_send_outputs_the_rp_upload_way() -> None:
+    bucket = {"BUCKET_ENDPOINT_URL": "https://s3.example.com", "BUCKET_ACCESS_KEY_ID": "AKIAEXAMPLE",
+              "BUCKET_SECRET_ACCESS_KEY": "secret-example-0123456789"}
+    month = Config.load(environ=bucket)
+    assert month.month_bucket_outputs and month.default_expires_s(month_bucket=True) == 604800
+    assert month.default_expires_s(month_bucket=False) == 3600  # a job that names its own destination
+    assert Config.load(environ=bucket | {"PRESIGN_EXPIRES_S": "60"}).default_expires_s(month_bucket=True) == 60
+    for other in ({"OUTPUT_S3_URI": "s3://mine/out"}, {"INLINE_OUTPUTS": "true"}):
+        assert not Config.load(environ=bucket | other).month_bucket_outputs
+    assert not Config.load(environ={"BUCKET_ACCESS_KEY_ID": "AKIAEXAMPLE",  # AWS: rp_upload needs the endpoint
+                                    "BUCKET_SECRET_ACCESS_KEY": "secret-example-0123456789"}).month_bucket_outputs
+    with pytest.raises(ConfigError, match="OUTPUT_S3_URI and INLINE_OUTPUTS are both set"):
+        Config.load(environ=bucket | {"OUTPUT_S3_URI": "s3://mine/out", "INLINE_OUTPUTS": "true"})

@@ -155,7 +155,7 @@ def cache_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, cache_dir: Path) -> dict[str, Any]:
     return {"scratch_dir": str(tmp_path / "scratch"), "model_cache_dir": str(cache_dir),
-            "url_allowlist": "127.0.0.1", "download_timeout_s": 30.0}
+            "url_allowlist": "127.0.0.1", "download_timeout_s": 30.0, "inline_outputs": True}
 
 
 @pytest.fixture

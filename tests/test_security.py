@@ -575,7 +575,7 @@ async def test_twenty_thousand_tiny_inputs_are_refused_by_default(runner: JobRun
 async def test_the_total_size_of_a_jobs_inputs_is_capped(kind: str, connector: ComfyConnector, scratch: Path,
                                                          image_server: str, s3_server: S3Server) -> None:
     size = len(IMAGE) if kind == "base64" else len(png((50, 60, 70)))
-    config = s3_server.config(scratch_dir=str(scratch), url_allowlist="127.0.0.1",
+    config = s3_server.config(scratch_dir=str(scratch), url_allowlist="127.0.0.1", inline_outputs=True,
                               max_job_input_bytes=int(size * 2.5))
     runner = JobRunner(connector, config, S3Storage.from_config(config))
     sources = {"base64": lambda i: IMAGE_URI, "url": lambda i: f"{image_server}/img/{i}.png",

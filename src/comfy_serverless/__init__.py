@@ -28,6 +28,7 @@ from .errors import (
     ConversionTimeoutError,
     ExecutionError,
     ExecutionInterruptedError,
+    FrontendDisabledError,
     InputFetchError,
     JobInputError,
     PromptValidationError,
@@ -45,9 +46,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BrowserError", "ComfyConnector", "ComfyServerlessError", "ComfyStartError", "ComfyUnavailableError", "Config",
     "ConfigError", "ConnectorState", "ConnectorStateError", "ConversionError", "ConversionTimeoutError",
-    "ExecutionError", "ExecutionInterruptedError", "InputFetchError", "JobInputError", "Progress",
-    "PromptValidationError", "RunTimeoutError", "StorageError", "UnexpectedResponseError", "UnknownNodeTypesError",
-    "WorkflowError",
+    "ExecutionError", "ExecutionInterruptedError", "FrontendDisabledError", "InputFetchError", "JobInputError",
+    "Progress", "PromptValidationError", "RunTimeoutError", "StorageError", "UnexpectedResponseError",
+    "UnknownNodeTypesError", "WorkflowError",
 ]
 
 

@@ -39,10 +39,25 @@ from .sources.url import parse_url
 CONFIG_PATH_ENV = "COMFY_SERVERLESS_CONFIG"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_TEST_PAYLOAD = str(PACKAGE_DIR / "test_server.json")
+#: The same self-test in API format: what runs when no browser starts at boot (FRONTEND_START).
+DEFAULT_API_TEST_PAYLOAD = str(PACKAGE_DIR / "test_server_api.json")
+#: FRONTEND_START's values: when the browser and the warm page start.
+FRONTEND_STARTS = ("boot", "first_use", "never")
 #: Where RunPod mounts an endpoint's network volume.
 NETWORK_VOLUME = Path("/runpod-volume")
 #: The longest a presigned URL may live: 7 days, the SigV4 limit (PRESIGN_EXPIRES_S, a job's ``expires_s``).
 MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600
+#: PRESIGN_EXPIRES_S when it is not set: an hour, or for outputs that go where runpod's
+#: ``rp_upload.upload_image`` puts them, the lifetime it gives its URLs (its ``ExpiresIn``).
+DEFAULT_PRESIGN_EXPIRES_S = 3600
+RP_UPLOAD_EXPIRES_S = 604800
+#: ComfyUI's ``--verbose`` levels (COMFY_LOG_LEVEL).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Reconnecting a dropped websocket: the budget and the pause between attempts when nothing says otherwise,
+#: and worker-comfyui's defaults for the one of its two variables that is not set.
+RECONNECT_BUDGET_S = 5.0
+RECONNECT_DELAY_S = 0.2
+WORKER_COMFYUI_RECONNECT = (5, 3.0)
 
 
 def setting(default: Any, doc: str, *, secret: bool = False, minimum: float | None = None,
@@ -53,6 +68,23 @@ def setting(default: Any, doc: str, *, secret: bool = False, minimum: float | No
     metadata = {"doc": doc, "secret": secret, "minimum": minimum, "maximum": maximum, "range_name": range_name,
                 "parse": parse}
     return field(default=default, repr=not secret, metadata=metadata)
+
+
+def _frontend_start(text: str) -> str:
+    if text not in FRONTEND_STARTS:
+        raise ValueError(f"must be one of {', '.join(FRONTEND_STARTS)}, got {text!r}")
+    return text
+
+
+def _log_level(text: str) -> list[str]:
+    """COMFY_LOG_LEVEL as ComfyUI's arguments (none when empty): ComfyUI itself would refuse another level
+    with a usage message in its log, long after the worker started."""
+    level = text.strip().upper()
+    if not level:
+        return []
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return ["--verbose", level]
 
 
 def _command_words(text: str) -> list[str]:
@@ -103,8 +135,28 @@ class Config:
         3000, "Readiness polls before a boot is declared failed (budget = attempts x sleep).", minimum=1)
     comfy_start_attempts_sleep: float = setting(0.1, "Seconds between readiness polls.", minimum=0)
     kill_grace_s: float = setting(10.0, "Seconds ComfyUI gets after SIGTERM before SIGKILL.", minimum=0)
+    comfy_log_level: str = setting(
+        "", "ComfyUI's log level (its `--verbose`): DEBUG, INFO, WARNING, ERROR or CRITICAL. Empty: ComfyUI's "
+            "default, INFO. A `--verbose` in COMFY_EXTRA_ARGS wins.", parse=_log_level)
+    websocket_reconnect_budget_s: float | None = setting(
+        None, "Seconds spent reopening ComfyUI's websocket after it dropped during a job, before the job fails. "
+              "Empty: 5, or WEBSOCKET_RECONNECT_ATTEMPTS x WEBSOCKET_RECONNECT_DELAY_S when either is set "
+              "(this setting wins over them).", minimum=0)
+    websocket_reconnect_attempts: int | None = setting(
+        None, "worker-comfyui's variable: reconnect attempts after the websocket dropped (5 when only the delay "
+              "is set).", minimum=1)
+    websocket_reconnect_delay_s: float | None = setting(
+        None, "worker-comfyui's variable: seconds between reconnect attempts (3 when only the attempts are set, "
+              "0.2 when neither is).", minimum=0)
+    websocket_trace: bool = setting(
+        False, "Log every websocket frame from ComfyUI (kind, size, first 200 characters) and each (re)connect, "
+               "at INFO: for diagnosing connection problems, noisy otherwise.")
 
     # --- the browser and conversion -------------------------------------------------------------
+    frontend_start: str = setting(
+        "boot", "When the browser and the warm frontend page start: `boot` (with ComfyUI), `first_use` (with the "
+                "first UI-format job; API-format jobs never wait for it) or `never` (no browser: UI-format jobs "
+                "are refused).", parse=_frontend_start)
     chromium_executable: str = setting(
         "", "Chromium binary. Empty: a headless shell (Playwright's, then `chromium-headless-shell` on PATH), "
             "else Playwright's Chromium, else `chromium` on PATH.")
@@ -124,7 +176,8 @@ class Config:
     # --- running prompts ------------------------------------------------------------------------
     test_payload_file: str = setting(
         DEFAULT_TEST_PAYLOAD,
-        "Self-test workflow run before the worker reports ready. Empty: no self-test.")
+        "Self-test workflow run before the worker reports ready (with FRONTEND_START first_use or never, the "
+        "packaged one runs in API format, and a UI-format one is refused). Empty: no self-test.")
     run_timeout_s: float = setting(
         3600.0, "Default seconds a prompt may run before it is interrupted.", minimum=0)
     queue_timeout_s: float = setting(
@@ -134,6 +187,9 @@ class Config:
         10.0, "Seconds ComfyUI gets to stop after an interrupt before it is restarted.", minimum=0)
     http_timeout_s: float = setting(30.0, "Seconds one HTTP request to ComfyUI may take.", minimum=0)
     scratch_dir: str = setting("", "Local scratch space for downloads. Empty: a folder under the system temp.")
+
+    comfy_org_api_key: str = setting(
+        "", "Default Comfy.org API key for ComfyUI's API nodes; a job's `comfy_org_api_key` wins.", secret=True)
 
     # --- jobs: inputs ---------------------------------------------------------------------------
     input_max_bytes: int = setting(
@@ -167,7 +223,12 @@ class Config:
                       "one a running job uses.", minimum=1)
 
     # --- jobs: outputs and storage --------------------------------------------------------------
-    output_s3_uri: str = setting("", "Default output location, `s3://bucket/prefix`. Empty: inline outputs.")
+    output_s3_uri: str = setting(
+        "", "Default output location, `s3://bucket/prefix`. Empty: inline outputs, or with the three BUCKET_* "
+            "variables set, the month's bucket as runpod's rp_upload uses it (README: S3, worker-comfyui's way).")
+    inline_outputs: bool = setting(
+        False, "Return outputs inline unless a job gives `output.s3_uri`, even with BUCKET_* set (S3 for inputs "
+               "only).")
     bucket_endpoint_url: str = setting("", "S3-compatible endpoint URL (RunPod's variable name).")
     bucket_access_key_id: str = setting("", "S3 access key id (RunPod's variable name).", secret=True)
     bucket_secret_access_key: str = setting("", "S3 secret key (RunPod's variable name).", secret=True)
@@ -175,8 +236,9 @@ class Config:
     s3_bucket_allowlist: str = setting(
         "", "Comma-separated S3 buckets that job inputs and outputs (and OUTPUT_S3_URI) may use. Empty: any "
             "bucket the credentials reach.", parse=bucket_names)
-    presign_expires_s: int = setting(
-        3600, "Default lifetime of presigned output URLs, in seconds.",
+    presign_expires_s: int | None = setting(
+        None, "Default lifetime of presigned output URLs, in seconds. Empty: 3600, or 604800 (7 days, as runpod's "
+              "rp_upload) when outputs go to the BUCKET_* month bucket (see S3, worker-comfyui's way).",
         minimum=1, maximum=MAX_PRESIGN_EXPIRES_S, range_name="a lifetime in seconds within the 7 days SigV4 allows")
     inline_output_max_bytes: int = setting(
         7 * 1024**2, "Largest total size of outputs returned inline as base64, in bytes.", minimum=0)
@@ -184,6 +246,12 @@ class Config:
     refresh_worker: bool = setting(False, "Ask RunPod for a fresh worker after every job.")
     progress_interval_s: float = setting(
         0.5, "Least seconds between two progress updates sent to RunPod.", minimum=0)
+
+    # --- the local API and diagnostics ---------------------------------------------------------
+    serve_api_locally: bool = setting(
+        False, "Serve RunPod's local HTTP API (as `--rp_serve_api` does) instead of taking jobs from a queue.")
+    network_volume_debug: bool = setting(
+        False, "At start, log how each model folder resolves (on /runpod-volume or in the image) and what it holds.")
 
     # --- throughput -----------------------------------------------------------------------------
     max_concurrent_jobs: int = setting(
@@ -226,7 +294,48 @@ class Config:
     # --- derived values -----------------------------------------------------------------------
     @property
     def command(self) -> list[str]:
-        return [*self._parsed["api_command_line"], *self._parsed["comfy_extra_args"]]
+        return [*self._parsed["api_command_line"], *self._parsed["comfy_log_level"],
+                *self._parsed["comfy_extra_args"]]
+
+    @property
+    def browser_at_boot(self) -> bool:
+        return self.frontend_start == "boot"
+
+    @property
+    def self_test_path(self) -> str:
+        """TEST_PAYLOAD_FILE; the packaged self-test in API format when the browser does not start at boot."""
+        if self.test_payload_file == DEFAULT_TEST_PAYLOAD and not self.browser_at_boot:
+            return DEFAULT_API_TEST_PAYLOAD
+        return self.test_payload_file
+
+    @property
+    def reconnect(self) -> tuple[float, float]:
+        """How a dropped websocket is reopened: (budget in seconds, pause between attempts).
+
+        WEBSOCKET_RECONNECT_BUDGET_S wins; else worker-comfyui's attempts x delay
+        when either of its variables is set; else 5 s, retried every 0.2 s.
+        """
+        attempts, delay_s = self.websocket_reconnect_attempts, self.websocket_reconnect_delay_s
+        budget_s = self.websocket_reconnect_budget_s
+        if attempts is None and delay_s is None:
+            return (RECONNECT_BUDGET_S if budget_s is None else budget_s), RECONNECT_DELAY_S
+        attempts = WORKER_COMFYUI_RECONNECT[0] if attempts is None else attempts
+        delay_s = WORKER_COMFYUI_RECONNECT[1] if delay_s is None else delay_s
+        return (attempts * delay_s if budget_s is None else budget_s), delay_s
+
+    @property
+    def month_bucket_outputs(self) -> bool:
+        """Whether outputs go where runpod's ``rp_upload.upload_image`` puts them (worker-comfyui's S3): the
+        three BUCKET_* variables are set, and neither OUTPUT_S3_URI nor INLINE_OUTPUTS."""
+        return all(self.bucket_settings) and not self.output_s3_uri and not self.inline_outputs
+
+    def default_expires_s(self, *, month_bucket: bool) -> int:
+        """PRESIGN_EXPIRES_S, or, when it is not set, the lifetime ``rp_upload`` gives its URLs for outputs
+        that go its way (``month_bucket``: the job names no destination of its own, see
+        :attr:`month_bucket_outputs`)."""
+        if self.presign_expires_s is not None:
+            return self.presign_expires_s
+        return RP_UPLOAD_EXPIRES_S if month_bucket and self.month_bucket_outputs else DEFAULT_PRESIGN_EXPIRES_S
 
     @property
     def parsed_url_allowlist(self) -> UrlAllowlist:
@@ -415,6 +524,9 @@ def _check_s3_settings(config: Config) -> None:
     """Every partial S3 configuration, named by the variable that is missing or wrong, before ComfyUI boots;
     storage builds its client from settings that passed."""
     endpoint, key_id, secret = config.bucket_settings
+    if config.output_s3_uri and config.inline_outputs:
+        raise ConfigError("OUTPUT_S3_URI and INLINE_OUTPUTS are both set; outputs go to one place by default: "
+                          "unset one", key="INLINE_OUTPUTS")
     if config.output_s3_uri:
         try:
             bucket, _ = parse_s3_uri(config.output_s3_uri, require_key=False)

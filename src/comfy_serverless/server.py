@@ -79,7 +79,8 @@ class ComfyServer:
         for ours. Returns the seconds ComfyUI took to answer.
         """
         client = ComfyClient(self._process.base_url, http_timeout_s=self._config.http_timeout_s,
-                             is_alive=self._process.is_alive, describe_exit=self.describe_exit)
+                             is_alive=self._process.is_alive, describe_exit=self.describe_exit,
+                             reconnect=self._config.reconnect, trace=self._config.websocket_trace)
         self._client = client
         ready_s = await self._process.wait_ready(client.session)
         await client.request("POST", "/settings", FRONTEND_SETTINGS)

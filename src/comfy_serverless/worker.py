@@ -26,8 +26,9 @@ import threading
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-from .config import Config
+from .config import NETWORK_VOLUME, Config
 from .connector import ComfyConnector
+from .folders import describe_model_folders
 from .job import JobRunner, ProgressSink
 from .storage import S3Storage
 
@@ -52,6 +53,9 @@ class Worker:
         storage = S3Storage.from_config(self.config)  # S3 without credentials fails here, before ComfyUI boots
         self._thread.start()
         self.call_blocking(self.connector.start())
+        if self.config.network_volume_debug:
+            for line in describe_model_folders(self.connector.comfy.model_folders, NETWORK_VOLUME):
+                logger.info("%s", line)
         self._runner = JobRunner(self.connector, self.config, storage)
         _release_boot_garbage()
 
