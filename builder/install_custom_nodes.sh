@@ -5,6 +5,7 @@
 #   install_custom_nodes.sh LIST COMFYUI_DIR [PYTHON]   install the listed node packs
 #   install_custom_nodes.sh --verify COMFYUI_DIR [PYTHON]  pip check, then ComfyUI imports them all
 #   install_custom_nodes.sh --check LIST                only validate the list (no network)
+#   install_custom_nodes.sh --entries LIST              print "url ref name" per entry (no network)
 #
 # LIST has one `https://host/owner/repo@<ref>` per line (ref: a 40-hex commit, or a tag);
 # blank lines and `#` comments are ignored. Each entry is cloned into
@@ -107,6 +108,11 @@ main() {
         [[ $# -eq 2 ]] || die "usage: $0 --check LIST"
         parse_list "$2" >/dev/null
         echo "$2: ok"
+        return
+    fi
+    if [[ ${1:-} == --entries ]]; then
+        [[ $# -eq 2 ]] || die "usage: $0 --entries LIST"
+        parse_list "$2"
         return
     fi
     if [[ ${1:-} == --verify ]]; then

@@ -6,7 +6,7 @@
 #   local_setup.sh run  [handler.py args]   venv + Chromium + ComfyUI, then python handler.py
 #   local_setup.sh test [pytest args]       venv + Chromium + newest frontend + ComfyUI, then pytest per tier
 #   local_setup.sh lint                     venv, then ruff, mypy (strict), hadolint and bash -n
-#   local_setup.sh venv | chromium | comfyui | newest-frontend
+#   local_setup.sh venv | chromium | comfyui | nodes-comfyui | newest-frontend
 #   local_setup.sh apt-install PACKAGE...    apt-get install, waiting for the package lock (CI's tools)
 #
 # Environment:
@@ -21,7 +21,8 @@
 #   TORCH_BUILDS      cpu (default): .comfyui-venv gets the lock's torch versions as CPU builds from
 #                     TORCH_INDEX_URL (default: PyTorch's CPU index); lock: the lock's own builds from
 #                     PyPI, as in the image (CUDA, several GB), where PyTorch's index is out of reach
-#   TIERS             what `test` runs: "real server" (default), "server" or "real"
+#   TIERS             what `test` runs, any of "real nodes server" (the default: all three); see cmd_test
+#   NODE_PACKS_BUNDLES  a folder of git bundles of the custom-nodes tier's packs, where GitHub is out of reach
 #   CHROMIUM_EXECUTABLE  a Chromium to use instead of the system's or Playwright's
 set -euo pipefail
 
@@ -34,13 +35,15 @@ RUNTIME_VENV=$ROOT/.venv-runtime
 COMFY_DIR=$ROOT/.comfyui
 COMFY_VENV=$ROOT/.comfyui-venv
 NEWEST_FRONTEND_DIR=$ROOT/.frontend-latest
+NODES_DIR=$ROOT/.comfyui-nodes
+NODE_PACKS=$ROOT/tests/custom_nodes.txt
 # One source of truth for the ComfyUI version: the Dockerfile's build arguments.
 dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile" | head -n 1 | tr -d '"'; }
 COMFYUI_REPO=${COMFYUI_REPO:-$(dockerfile_arg COMFYUI_REPO)}
 COMFYUI_REF=${COMFYUI_REF:-$(dockerfile_arg COMFYUI_REF)}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 TORCH_BUILDS=${TORCH_BUILDS:-cpu}
-TIERS=${TIERS:-real server}
+TIERS=${TIERS:-real nodes server}
 LOCK=$ROOT/builder/requirements.lock
 
 log() { echo "local_setup: $*" >&2; }
@@ -283,16 +286,25 @@ builder/requirements.lock was made: re-lock (README, \"Deploying to RunPod\")"
     fi
 }
 
-# A ComfyUI to run: COMFYUI_PATH as given, or the pinned ref in .comfyui/ with .comfyui-venv made
-# anew whenever what it is made from changes. Exports COMFYUI_PATH and API_COMMAND_LINE for the worker.
+# A ComfyUI to run: COMFYUI_PATH as given, or the pinned one (ensure_pinned_comfyui). Exports
+# COMFYUI_PATH and API_COMMAND_LINE for the worker.
 ensure_comfyui() {
-    local python_q python stamp=$COMFY_VENV/.setup-stamp key
+    local python_q
     if [[ -n ${COMFYUI_PATH:-} ]]; then
         [[ -f $COMFYUI_PATH/main.py ]] || die "COMFYUI_PATH=$COMFYUI_PATH has no main.py; is it a ComfyUI checkout?"
         export COMFYUI_PATH
         export API_COMMAND_LINE=${API_COMMAND_LINE:-"${COMFY_PYTHON:-python3} main.py --cpu"}
         return
     fi
+    ensure_pinned_comfyui
+    export COMFYUI_PATH=$COMFY_DIR
+    printf -v python_q '%q' "$COMFY_VENV/bin/python"
+    export API_COMMAND_LINE=${API_COMMAND_LINE:-"$python_q main.py --cpu"}
+}
+
+# The pinned ref in .comfyui/, with .comfyui-venv made anew whenever what it is made from changes.
+ensure_pinned_comfyui() {
+    local python stamp=$COMFY_VENV/.setup-stamp key
     [[ $TORCH_BUILDS == cpu || $TORCH_BUILDS == lock ]] || die "TORCH_BUILDS=$TORCH_BUILDS: expected cpu or lock"
     python=$(lock_python)
     key=$(fingerprint "$COMFYUI_REPO" "$COMFYUI_REF" "$TORCH_BUILDS" "$TORCH_INDEX_URL" "$python" "$LOCK")
@@ -304,9 +316,48 @@ ensure_comfyui() {
         install_lock
         echo "$key" > "$stamp"
     fi
-    export COMFYUI_PATH=$COMFY_DIR
-    printf -v python_q '%q' "$COMFY_VENV/bin/python"
-    export API_COMMAND_LINE=${API_COMMAND_LINE:-"$python_q main.py --cpu"}
+}
+
+# The custom-nodes tier's ComfyUI: a second checkout of the pinned one in .comfyui-nodes/ with the packs
+# of tests/custom_nodes.txt installed by the image's own builder/install_custom_nodes.sh, their
+# requirements into .comfyui-venv (as the image puts them into its one venv), then --verify. Where
+# GitHub is out of reach, NODE_PACKS_BUNDLES is a folder of git bundles, <pack>.bundle, each one
+# commit whose message names the upstream commit it copies (../shared/fixtures/git/): the packs are
+# installed from those commits, once each is checked to copy the pinned one.
+ensure_nodes_comfyui() {
+    local stamp=$NODES_DIR/.setup-stamp key list url ref name head
+    ensure_pinned_comfyui
+    key=$(fingerprint "$(<"$COMFY_VENV/.setup-stamp")" "$NODE_PACKS" "${NODE_PACKS_BUNDLES:-}" \
+        builder/install_custom_nodes.sh)
+    if [[ -f $stamp && $(<"$stamp") == "$key" ]]; then
+        return
+    fi
+    rm -rf "$NODES_DIR"
+    log "setting up $NODES_DIR: ComfyUI $COMFYUI_REF with the packs in ${NODE_PACKS#"$ROOT"/}"
+    git clone --quiet --shared "$COMFY_DIR" "$NODES_DIR" || die "cloning $COMFY_DIR into $NODES_DIR failed"
+    git -C "$NODES_DIR" -c advice.detachedHead=false checkout --quiet --detach "$(git -C "$COMFY_DIR" rev-parse HEAD)"
+    mkdir -p "$NODES_DIR/user/default"
+    cp "$COMFY_DIR/user/default/comfy.settings.json" "$NODES_DIR/user/default/"
+    list=$NODE_PACKS
+    if [[ -n ${NODE_PACKS_BUNDLES:-} ]]; then
+        list=$NODES_DIR/custom_nodes.txt
+        bash builder/install_custom_nodes.sh --entries "$NODE_PACKS" | while read -r url ref name; do
+            head=$(git bundle list-heads "$NODE_PACKS_BUNDLES/$name.bundle" HEAD | cut -d' ' -f1)
+            [[ -n $head ]] || die "$NODE_PACKS_BUNDLES/$name.bundle is not a git bundle with a HEAD"
+            echo "$url@$head"
+        done > "$list" || exit 1
+    fi
+    GIT_MIRROR=${NODE_PACKS_BUNDLES:+$NODE_PACKS_BUNDLES/} bash builder/install_custom_nodes.sh "$list" \
+        "$NODES_DIR" "$COMFY_VENV/bin/python" || die "installing the custom node packs failed (above)"
+    if [[ -n ${NODE_PACKS_BUNDLES:-} ]]; then
+        bash builder/install_custom_nodes.sh --entries "$NODE_PACKS" | while read -r url ref name; do
+            git -C "$NODES_DIR/custom_nodes/$name" log -1 --format=%s | grep -q "$ref" \
+                || die "$NODE_PACKS_BUNDLES/$name.bundle does not copy $url@$ref"
+        done || exit 1
+    fi
+    bash builder/install_custom_nodes.sh --verify "$NODES_DIR" "$COMFY_VENV/bin/python" \
+        || die "the custom node packs do not load (above)"
+    echo "$key" > "$stamp"
 }
 
 cmd_run() {
@@ -318,15 +369,18 @@ cmd_run() {
 }
 
 # The tiers: "real" runs the suite against a real ComfyUI (COMFYUI_PATH, else the pinned one set up
-# here), "server" against tests/comfy_test_server. With both, the test server runs only the tests
-# that need its fault injection, so no test runs twice. A tier that cannot be set up fails the run;
-# TIERS=server opts out of the real one. The last line says what each tier did.
+# here), "nodes" the custom-node tests (marked needs_custom_nodes; no other tier runs them) against the
+# pinned ComfyUI with the packs of tests/custom_nodes.txt, "server" against tests/comfy_test_server.
+# With the real tier, the test server runs only the tests that need its fault injection, so no test
+# runs twice. A tier that cannot be set up fails the run; TIERS names the ones to run (TIERS=server:
+# the test server alone). The last line says what each tier did.
 cmd_test() {
     local tier summary="" status=0 tier_status ran=0
     for tier in $TIERS; do
-        [[ $tier == server || $tier == real ]] || die "TIERS=\"$TIERS\": each tier is server or real"
+        [[ $tier == server || $tier == real || $tier == nodes ]] \
+            || die "TIERS=\"$TIERS\": each tier is real, nodes or server"
     done
-    [[ -n ${TIERS// } ]] || die "TIERS is empty: real, server or \"real server\""
+    [[ -n ${TIERS// } ]] || die "TIERS is empty: any of \"real nodes server\""
     ensure_venv
     ensure_runtime_venv
     ensure_chromium
@@ -334,6 +388,11 @@ cmd_test() {
     if [[ " $TIERS " == *" real "* ]]; then
         DIE_HINT="the real tier could not be set up (above); make test TIERS=server runs the test-server tier alone"
         ensure_comfyui
+        DIE_HINT=
+    fi
+    if [[ " $TIERS " == *" nodes "* ]]; then
+        DIE_HINT="the custom-nodes tier could not be set up (above); TIERS=\"real server\" runs the others alone"
+        ensure_nodes_comfyui
         DIE_HINT=
     fi
     for tier in $TIERS; do
@@ -355,6 +414,8 @@ cmd_test() {
 tier_name() {
     if [[ $1 == real ]]; then
         echo "real (ComfyUI in $COMFYUI_PATH)"
+    elif [[ $1 == nodes ]]; then
+        echo "nodes (ComfyUI with the packs in $NODES_DIR)"
     elif [[ " $TIERS " == *" real "* ]]; then
         echo "server (the tests that need the test server)"
     else
@@ -368,6 +429,10 @@ run_tier() {
     if [[ $tier == real ]]; then
         log "tier real: pytest against the ComfyUI in $COMFYUI_PATH ($API_COMMAND_LINE)"
         "$VENV/bin/python" -m pytest -q "$@"
+    elif [[ $tier == nodes ]]; then
+        log "tier nodes: the custom-node tests against the ComfyUI in $NODES_DIR"
+        (export COMFYUI_PATH=$NODES_DIR API_COMMAND_LINE="$(printf '%q' "$COMFY_VENV/bin/python") main.py --cpu"
+         CUSTOM_NODES_TIER=1 exec "$VENV/bin/python" -m pytest -q "$@")
     elif [[ " $TIERS " == *" real "* ]]; then
         log "tier server: pytest against the test server, only the tests that need it"
         (unset COMFYUI_PATH API_COMMAND_LINE; TEST_SERVER_TESTS_ONLY=1 exec "$VENV/bin/python" -m pytest -q "$@")
@@ -398,5 +463,6 @@ case ${1:-} in
     chromium) ensure_venv; ensure_chromium ;;
     newest-frontend) ensure_venv; ensure_newest_frontend ;;
     comfyui) ensure_comfyui; echo "COMFYUI_PATH=$COMFYUI_PATH"; echo "API_COMMAND_LINE=$API_COMMAND_LINE" ;;
-    *) die "usage: $0 run|test|lint|venv|chromium|comfyui|newest-frontend|apt-install [args]" ;;
+    nodes-comfyui) ensure_nodes_comfyui; echo "COMFYUI_PATH=$NODES_DIR" ;;
+    *) die "usage: $0 run|test|lint|venv|chromium|comfyui|nodes-comfyui|newest-frontend|apt-install [args]" ;;
 esac

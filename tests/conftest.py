@@ -20,7 +20,14 @@ from aiohttp import web
 from comfy_serverless import ComfyConnector
 from comfy_serverless.config import Config
 from comfy_serverless.job import JobRunner
-from tests.support.comfy import REAL_COMFY, TEST_SERVER_TESTS_ONLY, needs_test_server, shared_connector, write_config
+from tests.support.comfy import (
+    CUSTOM_NODES_TIER,
+    REAL_COMFY,
+    TEST_SERVER_TESTS_ONLY,
+    needs_test_server,
+    shared_connector,
+    write_config,
+)
 from tests.support.frontends import Frontend, newest_frontend, pinned_frontend
 from tests.support.jobs import png
 from tests.support.loopback import loopback_server
@@ -32,6 +39,8 @@ collect_ignore = [] if os.environ.get("IMAGE_UNDER_TEST") else ["image"]
 
 
 def pytest_report_header() -> str:
+    if CUSTOM_NODES_TIER:
+        return f"tier: custom nodes, on the ComfyUI with node packs in {os.environ['COMFYUI_PATH']}"
     if REAL_COMFY:
         return f"tier: real ComfyUI in {os.environ['COMFYUI_PATH']}; tests that need the test server are skipped"
     if TEST_SERVER_TESTS_ONLY:
@@ -40,7 +49,14 @@ def pytest_report_header() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skips each tier's tests on the other, saying why; ``TEST_SERVER_TESTS_ONLY`` deselects the rest."""
+    """Skips each tier's tests on the other, saying why; ``TEST_SERVER_TESTS_ONLY`` deselects the rest.
+
+    The custom-node tests are a tier of their own, the only one that runs them.
+    """
+    in_tier = [item for item in items if bool(item.get_closest_marker("needs_custom_nodes")) == CUSTOM_NODES_TIER]
+    if len(in_tier) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in in_tier])
+        items[:] = in_tier
     if TEST_SERVER_TESTS_ONLY and not REAL_COMFY:
         kept = [item for item in items if item.get_closest_marker("needs_test_server")]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

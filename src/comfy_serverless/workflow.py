@@ -326,9 +326,21 @@ def check_file_inputs(prompt: Prompt, file_inputs: FileInputs, own: set[str]) ->
 
 
 def rewrite_references(prompt: Prompt, references: dict[str, str], file_inputs: FileInputs) -> None:
-    """Point every file input that names a job input at the job's private copy; free text stays as it is."""
+    """Point every file input that names a job input at the job's private copy; free text stays as it is.
+
+    A widget whose value is an object of fields names files too, though no node declares it as a file
+    input: rgthree's Power Lora Loader sends ``{"on", "lora", "strength"}`` per LoRA. A field that equals a
+    job input's name is pointed at the private copy as well. Left as it was, that pack would match the name
+    against every LoRA on the worker, by path and then by bare file name, and could load another file.
+    The object is replaced, never edited: values are shared with the conversion cache (copy_prompt).
+    """
     if not references:
         return
     for node_id, _, name, value in list(file_inputs.values(prompt)):
         if value in references:
             prompt[node_id]["inputs"][name] = references[value]
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for name, value in inputs.items():
+            if isinstance(value, dict) and any(isinstance(v, str) and v in references for v in value.values()):
+                inputs[name] = {field: references.get(v, v) if isinstance(v, str) else v for field, v in value.items()}

@@ -5,7 +5,9 @@ By default the tests start the ComfyUI-compatible test server in tests/comfy_tes
 ComfyUI instead (``API_COMMAND_LINE`` says how to start it). ``make test`` runs both tiers:
 the real ComfyUI for everything it can run, the test server only for the tests marked
 :data:`needs_test_server` (``TEST_SERVER_TESTS_ONLY=1``), so nothing runs twice. Each marker
-skips its tests on the other tier, saying so (tests/conftest.py).
+skips its tests on the other tier, saying so (tests/conftest.py). The custom-nodes tier
+(``CUSTOM_NODES_TIER=1``, a real ComfyUI with node packs) runs only the tests marked
+:data:`needs_custom_nodes`, which the other tiers deselect.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ REAL_COMFY = bool(os.environ.get("COMFYUI_PATH"))
 #: Set by ``make test`` for the test-server tier when the real tier runs the rest.
 TEST_SERVER_TESTS_ONLY = os.environ.get("TEST_SERVER_TESTS_ONLY") == "1"
 
+#: Set by ``make test`` for the custom-nodes tier: a real ComfyUI with the packs of tests/custom_nodes.txt.
+CUSTOM_NODES_TIER = os.environ.get("CUSTOM_NODES_TIER") == "1"
+
 #: Uses the test server's fault injection (:func:`set_faults`, its ``COMFY_TEST_*`` variables),
 #: which a real ComfyUI does not have.
 needs_test_server = pytest.mark.needs_test_server
 
 #: Meaningful only on a real ComfyUI: real models, real sources, the real node definitions.
 needs_real_comfy = pytest.mark.needs_real_comfy
+
+#: Needs the custom node packs: runs in the custom-nodes tier only, and that tier runs nothing else.
+needs_custom_nodes = pytest.mark.needs_custom_nodes
 
 
 def chromium_executable() -> str:
