@@ -33,6 +33,7 @@ from comfy_serverless.storage import S3Storage
 from tests.support.comfy import chromium_executable, needs_custom_nodes, write_config
 from tests.support.fixtures_s3 import S3Server
 from tests.support.jobs import data_uri
+from tests.support.spies import Spies
 
 WORKFLOWS_DIR = Path(__file__).parent / "workflows" / "custom_nodes"
 OURS = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
@@ -162,13 +163,13 @@ def video_input(tmp_path: Path) -> dict[str, Any]:
 
 @needs_custom_nodes
 async def test_a_video_input_goes_through_vhs_and_comes_back_inline(runner: JobRunner, connector: ComfyConnector,
-                                                                   video_input: dict[str, Any]) -> None:
+                                                                   video_input: dict[str, Any], spies: Spies) -> None:
     result = await runner.run("job-video", {"workflow": workflow("vhs_load_combine"), "inputs": [video_input]})
     assert "error" not in result, result
     (video,) = [output for output in result["outputs"] if output["filename"].endswith(".mp4")]
     assert video["content_type"] == "video/mp4" and base64.b64decode(video["data"])[4:8] == b"ftyp"
     assert "fullpath" not in json.dumps(result)  # VHS's absolute path on the worker is not returned
-    prompt = result["history"][result["prompt_id"]]["prompt"][2]
+    (prompt,) = spies.queued
     loader = next(node for node in prompt.values() if node["class_type"] == "VHS_LoadVideo")
     assert loader["inputs"]["video"].endswith("/clip.mp4") and loader["inputs"]["video"] != "clip.mp4"  # private
     assert not list(connector.files.folders.for_type("output").rglob("vhs_job*"))  # nothing left behind
@@ -188,13 +189,13 @@ async def test_a_vhs_video_is_delivered_to_s3_with_its_content_type(
 
 @needs_custom_nodes
 async def test_a_power_lora_loader_gets_the_lora_of_a_models_input(runner: JobRunner, connector: ComfyConnector,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                                   spies: Spies) -> None:
     """The LoRA's nested value is pointed at the job's copy, so rgthree's name matching cannot pick another."""
     lora = b"not really a lora, and not loaded: the loader has no model to apply it to"
     result = await runner.run("job-lora", {"workflow": workflow("power_lora_loader"), "inputs": [
         {"source": data_uri(lora), "name": "job_lora.safetensors", "folder_type": "models", "subfolder": "loras"}]})
     assert "error" not in result, result
-    prompt = result["history"][result["prompt_id"]]["prompt"][2]
+    (prompt,) = spies.queued
     loader = next(node for node in prompt.values() if node["class_type"] == "Power Lora Loader (rgthree)")
     rewritten = loader["inputs"]["lora_1"]["lora"]
     assert rewritten != "job_lora.safetensors" and rewritten.endswith("/job_lora.safetensors"), rewritten
