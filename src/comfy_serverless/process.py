@@ -43,6 +43,11 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 LOG_TAIL_LINES = 30
+#: ComfyUI's seed for hashing strings, unless the environment sets one. Node packs build definitions
+#: from sets (VideoHelperSuite's ``vhs_path_extensions``), whose order follows the seed: with Python's
+#: random one, /object_info differs at every boot, and a frontend record made at build time would be
+#: stale at every cold start. A fixed seed gives the same definitions at every boot of the same ComfyUI.
+COMFY_HASH_SEED = "0"
 
 
 def find_free_port(host: str, start: int, attempts: int = 100) -> int:
@@ -97,7 +102,8 @@ class ComfyProcess:
             try:
                 self._popen = subprocess.Popen(
                     command, cwd=config.working_directory, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                    env={"PYTHONHASHSEED": COMFY_HASH_SEED, **os.environ})
             except OSError as exc:
                 raise ComfyStartError(f"cannot start ComfyUI with {command[0]!r}: {exc} "
                                       "(check API_COMMAND_LINE)", command=command) from None
