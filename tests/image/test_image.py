@@ -124,40 +124,6 @@ def test_a_model_from_s3_is_cached_on_the_volume_for_the_next_container(containe
     assert "is stale" not in logs  # other models only refresh the page, never reload it
 
 
-VOLUME_PACK = """
-class VolumeInvert:
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "run"
-    CATEGORY = "volume"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",)}}
-
-    def run(self, image):
-        return (1.0 - image,)
-
-
-NODE_CLASS_MAPPINGS = {"VolumeInvert": VolumeInvert}
-WEB_DIRECTORY = "./web"
-"""
-
-
-def test_a_custom_node_pack_on_the_volume_loads_and_the_page_reloads_with_its_javascript(
-        containers: list[Container], tmp_path: Path) -> None:
-    pack = tmp_path / "runpod-volume" / "custom_nodes" / "volume-pack"
-    (pack / "web").mkdir(parents=True)
-    (pack / "__init__.py").write_text(VOLUME_PACK)
-    (pack / "web" / "volume.js").write_text('import { app } from "../../scripts/app.js";\n'
-                                            'app.registerExtension({ name: "volume.pack" });\n')
-    container = serve(containers, options=("-v", f"{tmp_path / 'runpod-volume'}:/runpod-volume"))
-    workflow = {**API_JOB["input"]["workflow"], "2": {"class_type": "VolumeInvert", "inputs": {"image": ["1", 0]}}}
-    answer = post(f"{container.url}/runsync", {"input": {"workflow": workflow}})
-    assert answer["status"] == "COMPLETED", (answer, container.logs()[-4000:])
-    logs = container.logs()
-    assert "is stale (the extension list differs" in logs, logs[-4000:]  # the image's record lacks the pack's JS
-
-
 def test_the_slim_image_serves_api_jobs_and_refuses_ui_jobs(containers: list[Container]) -> None:
     if not SLIM_IMAGE:
         pytest.skip("no WITH_BROWSER=0 image named (SLIM_IMAGE_UNDER_TEST)")
