@@ -11,7 +11,6 @@ tests/*.json from the installed pack.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from playwright.async_api import async_playwright
 
 from comfy_serverless import ComfyConnector, UnknownNodeTypesError
@@ -32,7 +30,7 @@ from comfy_serverless.job import JobRunner
 from comfy_serverless.storage import S3Storage
 from tests.support.comfy import chromium_executable, needs_custom_nodes, write_config
 from tests.support.fixtures_s3 import S3Server
-from tests.support.jobs import data_uri
+from tests.support.jobs import data_uri, first_pixel
 from tests.support.spies import Spies
 
 WORKFLOWS_DIR = Path(__file__).parent / "workflows" / "custom_nodes"
@@ -121,28 +119,28 @@ async def test_the_packs_javascript_made_the_links(connector: ComfyConnector) ->
     assert combine["inputs"]["format"] == "video/h264-mp4" and combine["inputs"]["pix_fmt"] == "yuv420p"  # VHS' widgets
 
 
-def pixels(data: bytes) -> tuple[int, ...]:
-    return Image.open(io.BytesIO(data)).convert("RGB").getpixel((0, 0))
+def colors_by_prefix(result: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The first pixel of each inline output, by its SaveImage prefix."""
+    return {output["filename"].split("_0")[0]: first_pixel(base64.b64decode(output["data"]))
+            for output in result["outputs"]}
 
 
 @needs_custom_nodes
 async def test_set_get_groups_and_context_workflows_run(runner: JobRunner) -> None:
     setget = await runner.run("job-setget", {"workflow": workflow("setget_across_groups")})
     assert "error" not in setget, setget
-    colors = {output["filename"].split("_0")[0]: pixels(base64.b64decode(output["data"]))
-              for output in setget["outputs"]}
-    assert colors == {"setget": (204, 204, 204), "setget_plain": (51, 51, 51)}  # 0x333333 and its inverse
+    # 0x333333 and its inverse
+    assert colors_by_prefix(setget) == {"setget": (204, 204, 204), "setget_plain": (51, 51, 51)}
 
     groups = await runner.run("job-groups", {"workflow": workflow("groups_muted_bypassed")})
     assert "error" not in groups, groups
-    colors = {output["filename"].split("_0")[0]: pixels(base64.b64decode(output["data"]))
-              for output in groups["outputs"]}
-    assert colors == {"kept": (255, 255, 0), "after_bypass": (0, 255, 0)}  # blue inverted; green as it was
+    # blue inverted; green as it was
+    assert colors_by_prefix(groups) == {"kept": (255, 255, 0), "after_bypass": (0, 255, 0)}
 
     context = await runner.run("job-context", {"workflow": workflow("reroutes_through_context")})
     assert "error" not in context, context
     (output,) = context["outputs"]
-    assert pixels(base64.b64decode(output["data"])) == (0, 255, 255)  # red through two contexts, inverted
+    assert first_pixel(base64.b64decode(output["data"])) == (0, 255, 255)  # red through two contexts, inverted
 
 
 def small_video(path: Path) -> bytes:
